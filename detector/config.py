@@ -1,0 +1,319 @@
+"""One frozen ``Settings`` object, from four layers: defaults < TOML file < DETECTOR_* environment < flags.
+
+Every setting is declared once in ``OPTIONS``: its key (TOML key and attribute), flag, environment twin,
+parser, default and help. The command line, the environment, the config file, ``--help`` and
+``--print-config`` are all generated from that table, so they cannot drift apart. An invalid value is
+refused at start with the name under which the user gave it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from detector.errors import ConfigError
+
+ENV_PREFIX = "DETECTOR_"
+MASK = "********"
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|min|h|d)?\s*$")
+_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(value: Any) -> float:
+    """Seconds from a number or text such as ``90``, ``90s``, ``2m``, ``6h``, ``7d``, ``250ms``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 2m, 6h or 7d")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ValueError(f"{value!r} is not a duration such as 90s, 2m, 6h or 7d")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if seconds < 0:
+        raise ValueError("must not be negative")
+    return seconds
+
+
+def boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{value!r} is not true or false")
+
+
+def number(
+    low: float | None = None, high: float | None = None, integer: bool = False
+) -> Callable[[Any], Any]:
+    def parse(value: Any) -> float | int:
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        try:
+            n: float | int = int(value) if integer else float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not {'a whole number' if integer else 'a number'}") from None
+        if n != n or (low is not None and n < low) or (high is not None and n > high):
+            raise ValueError(f"{value!r} is out of range [{low}, {high}]")
+        return n
+
+    return parse
+
+
+def text(value: Any) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ValueError("expected text")
+    return str(value)
+
+
+def choice(*allowed: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if str(value) not in allowed:
+            raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+        return str(value)
+
+    return parse
+
+
+def csv_list(value: Any) -> tuple[str, ...]:
+    if isinstance(value, list | tuple):
+        return tuple(str(v).strip() for v in value if str(v).strip())
+    return tuple(part.strip() for part in str(value).split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Option:
+    key: str
+    parse: Callable[[Any], Any]
+    default: Any
+    help: str
+    metavar: str = "VALUE"
+    secret: bool = False
+    # Which subcommands show this option as a flag ("*" = all that run detection).
+    commands: tuple[str, ...] = ("*",)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper()
+
+
+DETECT = ("replay", "run", "tune")
+KAFKA = ("run",)
+
+OPTIONS: tuple[Option, ...] = (
+    # -- detection ------------------------------------------------------------------------------
+    Option("max_speed_kmh", number(1, 1e7), 900.0, "alert when the implied speed exceeds this", "KMH"),
+    Option(
+        "min_distance_km",
+        number(0, 40000),
+        100.0,
+        "never alert on trips shorter than this (net of accuracy radii)",
+        "KM",
+    ),
+    Option(
+        "evaluate_failures",
+        boolean,
+        False,
+        "compare failed sign-ins with the account's history too (they never move it)",
+        "BOOL",
+    ),
+    Option("history_size", number(1, 64, True), 8, "located sign-ins remembered per account", "N"),
+    Option(
+        "history_window", duration, 7 * 86400.0, "forget an account's sign-ins older than this", "DURATION"
+    ),
+    Option(
+        "suppress_window",
+        duration,
+        6 * 3600.0,
+        "stay quiet on a repeat of an alerted location pair for this long",
+        "DURATION",
+    ),
+    Option(
+        "dedupe_ids",
+        number(1, 1024, True),
+        16,
+        "recent event ids remembered per account to drop re-deliveries",
+        "N",
+    ),
+    # -- GeoIP ------------------------------------------------------------------------------------
+    Option(
+        "geoip_db",
+        text,
+        "",
+        "GeoIP City database (.mmdb); default: the one `make geoip` put in .cache/geoip/",
+        "PATH",
+    ),
+    Option("geoip_cache_size", number(16, 1 << 26, True), 262_144, "entries in each GeoIP cache level", "N"),
+    Option(
+        "default_accuracy_radius_km",
+        number(0, 20000),
+        50.0,
+        "accuracy radius assumed when the database gives none",
+        "KM",
+    ),
+    Option(
+        "coarse_radius_km",
+        number(1, 20000),
+        500.0,
+        "a fix this wide (or without a city) is country-level: low confidence",
+        "KM",
+    ),
+    # -- input limits -----------------------------------------------------------------------------
+    Option("max_event_bytes", number(64, 16 << 20, True), 65536, "longest accepted line or message", "BYTES"),
+    Option("max_depth", number(2, 512, True), 32, "deepest accepted JSON nesting", "N"),
+    Option("max_user_chars", number(1, 4096, True), 512, "longest accepted account ID", "N"),
+    # -- replay -----------------------------------------------------------------------------------
+    Option("output", text, "-", "where alerts go, JSON Lines ('-' = stdout)", "FILE", commands=("replay",)),
+    Option(
+        "rejects",
+        text,
+        "",
+        "where invalid lines go, JSON Lines with reasons (default: counted only)",
+        "FILE",
+        commands=("replay", "tune"),
+    ),
+    Option("batch_size", number(1, 1 << 20, True), 4096, "sign-ins evaluated per batch", "N"),
+    Option(
+        "progress",
+        choice("auto", "always", "never"),
+        "auto",
+        "progress bar on stderr: auto = when stderr is a terminal",
+        "WHEN",
+        commands=("replay", "tune"),
+    ),
+    # -- logging ----------------------------------------------------------------------------------
+    Option("log_level", choice("debug", "info", "warning", "error"), "info", "log verbosity", "LEVEL"),
+    Option(
+        "log_format", choice("text", "json"), "text", "log lines as text, or JSON for log shippers", "FORMAT"
+    ),
+)
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+
+Settings = dataclasses.make_dataclass(
+    "Settings",
+    [(o.key, Any, field(default=o.default)) for o in OPTIONS],
+    frozen=True,
+    namespace={"__doc__": "Every setting of the detector, resolved and validated (see OPTIONS)."},
+)
+
+
+def _parse(option: Option, value: Any, where: str) -> Any:
+    try:
+        return option.parse(value)
+    except ValueError as exc:
+        raise ConfigError(where, str(exc)) from None
+
+
+def _flatten_toml(data: Mapping[str, Any], path: str, source: str) -> dict[str, tuple[Any, str]]:
+    """Top-level keys are settings; tables group settings for readability ([kafka], [detection], ...)."""
+    out: dict[str, tuple[Any, str]] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and key not in _BY_KEY:
+            out.update(_flatten_toml(value, f"{path}{key}.", source))
+            continue
+        if key not in _BY_KEY:
+            raise ConfigError(f"{path}{key} (in {source})", "unknown setting")
+        out[key] = (value, f"{path}{key} (in {source})")
+    return out
+
+
+def load_toml(path: str) -> dict[str, tuple[Any, str]]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError("--config", f"file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError("--config", f"{path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError("--config", f"cannot read {path}: {exc.strerror}") from None
+    return _flatten_toml(data, "", path)
+
+
+def resolve(
+    flags: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+    config_file: str | None = None,
+) -> Any:
+    """Build ``Settings``: defaults < TOML file < DETECTOR_* environment < flags (given ones only)."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, tuple[Any, str]] = {}
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
+    if config_file:
+        raw.update(load_toml(config_file))
+    known_env = {o.env for o in OPTIONS} | {ENV_PREFIX + "CONFIG"}
+    for name in environ:
+        if name.startswith(ENV_PREFIX) and name not in known_env:
+            raise ConfigError(name, "unknown setting in the environment")
+    for option in OPTIONS:
+        if option.env in environ:
+            raw[option.key] = (environ[option.env], option.env)
+    for key, value in (flags or {}).items():
+        if value is not None and key in _BY_KEY:
+            raw[key] = (value, _BY_KEY[key].flag)
+    values = {key: _parse(_BY_KEY[key], value, where) for key, (value, where) in raw.items()}
+    return Settings(**values)
+
+
+def describe(settings: Any) -> dict[str, Any]:
+    """Settings as a dict with secrets masked, for ``--print-config`` and the start-up log line."""
+    out = {}
+    for option in OPTIONS:
+        value = getattr(settings, option.key)
+        out[option.key] = MASK if option.secret and value else value
+    return out
+
+
+def applies(option: Option, command: str) -> bool:
+    return command in (DETECT if "*" in option.commands else option.commands)
+
+
+def add_flags(parser: argparse.ArgumentParser, command: str, skip: Iterable[str] = ()) -> None:
+    """Add the flags that apply to ``command``; help shows default and environment twin."""
+    skip = set(skip)
+    group = parser.add_argument_group("settings (flag > environment > --config file > default)")
+    for option in OPTIONS:
+        if option.key in skip:
+            continue
+        if not applies(option, command):
+            continue
+        default = MASK if option.secret and option.default else option.default
+        shown = "none" if default in ("", ()) else default
+        group.add_argument(
+            option.flag,
+            dest=option.key,
+            metavar=option.metavar,
+            default=None,
+            help=f"{option.help} (default: {shown}) [env {option.env}]",
+        )
+
+
+def find_geoip_db(explicit: str) -> str:
+    """The database to use: the setting when given, else the one ``make geoip`` fetched."""
+    if explicit:
+        return explicit
+    roots = [Path.cwd(), Path(__file__).resolve().parent.parent]
+    for root in roots:
+        candidate = root / ".cache" / "geoip" / "GeoLite2-City.mmdb"
+        if candidate.exists():
+            return str(candidate)
+    raise ConfigError(
+        "--geoip-db",
+        "no GeoIP City database given and none in .cache/geoip/ (run `make geoip`, or pass --geoip-db)",
+    )

@@ -1,0 +1,234 @@
+"""GeoIP adapter: a MaxMind-format City database behind a two-level cache.
+
+Reads GeoIP2-City, GeoLite2-City, DB-IP's City Lite in MaxMind format, and the flat City layout of the
+ip-location-db packages, through ``maxminddb`` (its C extension when installed). Only City databases are
+accepted: an ASN or Country file would locate nothing and is refused at start.
+
+Caching, so that repeated addresses cost almost nothing:
+
+1. by address text (a dict hit, about 50 ns);
+2. by the database's network: each answer is stored under the network that ``get_with_prefix_len``
+   returned for it, and a new address is looked for in the networks already seen (one dict probe per
+   prefix length in use) before the database is read.
+
+Both are bounded; when full, the oldest quarter goes. Addresses in special-purpose ranges (private,
+loopback, link-local, CGNAT, multicast, reserved, documentation, unspecified, ...) are never looked up.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections import Counter
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+import maxminddb
+
+from detector.errors import GeoDatabaseError
+from detector.model import DatabaseInfo, Location
+
+# Used when a record has coordinates but no accuracy radius (DB-IP Lite has none).
+DEFAULT_ACCURACY_RADIUS_KM = 50.0
+# A fix this wide, or without a city, only says "somewhere in this country or region".
+COARSE_RADIUS_KM = 500.0
+
+_SPECIAL_V4 = [
+    ipaddress.IPv4Network(n)
+    for n in (
+        "0.0.0.0/8",  # "this network", unspecified
+        "10.0.0.0/8",  # private
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.0.2.0/24",  # documentation TEST-NET-1
+        "192.88.99.0/24",  # 6to4 relay anycast (deprecated)
+        "192.168.0.0/16",  # private
+        "198.18.0.0/15",  # benchmarking
+        "198.51.100.0/24",  # documentation TEST-NET-2
+        "203.0.113.0/24",  # documentation TEST-NET-3
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, and the broadcast address
+    )
+]
+_SPECIAL_V6 = [
+    ipaddress.IPv6Network(n)
+    for n in (
+        "::/127",  # unspecified and loopback
+        "::ffff:0:0/96",  # IPv4-mapped (normalised to IPv4 before we get here)
+        "64:ff9b:1::/48",  # local-use NAT64
+        "100::/64",  # discard-only
+        "2001::/23",  # IETF protocol assignments (Teredo, ORCHIDv2, ...)
+        "2001:db8::/32",  # documentation
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 SIDs
+        "fc00::/7",  # unique local
+        "fe80::/10",  # link-local
+        "fec0::/10",  # site-local (deprecated)
+        "ff00::/8",  # multicast
+    )
+]
+
+
+def is_special(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """True for addresses that no database can place: not globally routed unicast."""
+    nets = _SPECIAL_V4 if addr.version == 4 else _SPECIAL_V6
+    return any(addr in net for net in nets)
+
+
+@dataclass
+class GeoStats:
+    """Counters read by the metrics adapter at scrape time (no cost on the hot path)."""
+
+    lookups: int = 0
+    address_cache_hits: int = 0
+    network_cache_hits: int = 0
+    database_reads: int = 0
+    special: int = 0
+    unknown: int = 0
+
+    @property
+    def cache_hits(self) -> int:
+        return self.address_cache_hits + self.network_cache_hits
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+class GeoIP:
+    """A City database, opened once, answering ``locate(ip) -> Location | None``."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        cache_size: int = 262_144,
+        default_radius_km: float = DEFAULT_ACCURACY_RADIUS_KM,
+        coarse_radius_km: float = COARSE_RADIUS_KM,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.cache_size = max(16, cache_size)
+        self.default_radius_km = default_radius_km
+        self.coarse_radius_km = coarse_radius_km
+        self.stats = GeoStats()
+        self._reader, self.database, self._stat = self._open(self.path)
+        self._by_address: dict[str, Location | None] = {}
+        self._by_network: dict[tuple[int, int, int], Location | None] = {}
+        self._prefix_lengths: Counter[tuple[int, int]] = Counter()
+
+    # -- opening ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _open(path: str) -> tuple[Any, DatabaseInfo, tuple[int, int, int]]:
+        if not os.path.exists(path):
+            raise GeoDatabaseError(f"GeoIP database not found: {path} (run `make geoip`, or pass --geoip-db)")
+        if os.path.isdir(path):
+            raise GeoDatabaseError(f"GeoIP database is a directory, not a file: {path}")
+        try:
+            st = os.stat(path)
+            reader = maxminddb.open_database(path, maxminddb.MODE_AUTO)
+        except PermissionError as exc:
+            raise GeoDatabaseError(f"GeoIP database is not readable: {path}: {exc.strerror}") from exc
+        except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
+            raise GeoDatabaseError(f"not a MaxMind DB file: {path}: {exc}") from exc
+        meta = reader.metadata()
+        db_type = str(meta.database_type)
+        if "city" not in db_type.lower() and "enterprise" not in db_type.lower():
+            reader.close()
+            raise GeoDatabaseError(
+                f"not a City database: {path} is of type {db_type!r}; "
+                "use GeoIP2-City, GeoLite2-City or DB-IP City Lite"
+            )
+        info = DatabaseInfo(database_type=db_type, build_epoch=int(meta.build_epoch), path=path)
+        return reader, info, (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    @property
+    def uses_c_extension(self) -> bool:
+        return (
+            type(self._reader).__module__.startswith("maxminddb.extension")
+            or type(self._reader).__module__ == "_maxminddb"
+        )
+
+    def close(self) -> None:
+        self._reader.close()
+
+    # -- lookups ---------------------------------------------------------------------------------
+
+    def locate(self, ip: str) -> Location | None:
+        """Location of a normalised address, or None (special range, or unknown to the database)."""
+        self.stats.lookups += 1
+        try:
+            found = self._by_address[ip]
+        except KeyError:
+            pass
+        else:
+            self.stats.address_cache_hits += 1
+            return found
+        found = self._locate_uncached(ip)
+        if len(self._by_address) >= self.cache_size:
+            _evict_quarter(self._by_address)
+        self._by_address[ip] = found
+        return found
+
+    def _locate_uncached(self, ip: str) -> Location | None:
+        addr = ipaddress.ip_address(ip)
+        if is_special(addr):
+            self.stats.special += 1
+            return None
+        version, bits, value = addr.version, addr.max_prefixlen, int(addr)
+        for (v, plen), _ in self._prefix_lengths.most_common():
+            if v == version:
+                key = (version, value >> (bits - plen), plen)
+                if key in self._by_network:
+                    self.stats.network_cache_hits += 1
+                    return self._by_network[key]
+        self.stats.database_reads += 1
+        record, plen = self._reader.get_with_prefix_len(ip)
+        found = self._to_location(record) if record else None
+        if found is None:
+            self.stats.unknown += 1
+        if len(self._by_network) >= self.cache_size:
+            for gone in _evict_quarter(self._by_network):
+                self._prefix_lengths[(gone[0], gone[2])] -= 1
+            self._prefix_lengths += Counter()  # drop lengths no longer in use
+        self._by_network[(version, value >> (bits - plen), plen)] = found
+        self._prefix_lengths[(version, plen)] += 1
+        return found
+
+    def _to_location(self, record: dict[str, Any]) -> Location | None:
+        loc = record.get("location")
+        if isinstance(loc, dict):  # MaxMind GeoIP2 layout
+            lat, lon = loc.get("latitude"), loc.get("longitude")
+            radius = loc.get("accuracy_radius")
+            city = _text((record.get("city") or {}).get("names", {}).get("en"))
+            country = _text((record.get("country") or {}).get("iso_code"))
+        else:  # flat layout (ip-location-db)
+            lat, lon, radius = record.get("latitude"), record.get("longitude"), None
+            city = _text(record.get("city"))
+            country = _text(record.get("country_code"))
+        if not isinstance(lat, int | float) or not isinstance(lon, int | float):
+            return None
+        radius_km = (
+            float(radius) if isinstance(radius, int | float) and radius > 0 else self.default_radius_km
+        )
+        return Location(
+            latitude=float(lat),
+            longitude=float(lon),
+            accuracy_radius_km=radius_km,
+            country=country,
+            city=city,
+            coarse=city is None or radius_km >= self.coarse_radius_km,
+            database=self.database,
+        )
+
+
+def _evict_quarter(cache: dict[Any, Any]) -> list[Any]:
+    """Drop the oldest quarter of an insertion-ordered dict; return the dropped keys."""
+    gone = list(islice(iter(cache), max(1, len(cache) // 4)))
+    for key in gone:
+        del cache[key]
+    return gone

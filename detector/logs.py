@@ -1,0 +1,72 @@
+"""Logging set-up: one line per event of note, as text or JSON.
+
+Untrusted text (account IDs, reasons quoting input) is escaped so that control characters never reach a
+terminal or a log file raw: a forged newline cannot fake a log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any
+
+import orjson
+
+_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9,)} | {127: "\\x7f"}
+_CONTROL.update({0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def safe(value: object) -> str:
+    """Text with control characters escaped (tabs kept)."""
+    return str(value).translate(_CONTROL)
+
+
+class _TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+        line = f"{stamp}Z {record.levelname.lower():7s} {record.name}: {safe(record.getMessage())}"
+        fields = getattr(record, "fields", None)
+        if fields:
+            line += " " + " ".join(f"{k}={safe(v)}" for k, v in fields.items())
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        fields = getattr(record, "fields", None)
+        if fields:
+            out.update(
+                {
+                    k: v if isinstance(v, int | float | bool) or v is None else str(v)
+                    for k, v in fields.items()
+                }
+            )
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        # orjson escapes control characters inside strings, so JSON lines are safe as they are.
+        return orjson.dumps(out).decode()
+
+
+def setup(level: str = "info", fmt: str = "text") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # The Kafka client is chatty at INFO; its warnings and errors still come through.
+    logging.getLogger("kafka").setLevel(max(logging.WARNING, root.level))
+
+
+def event(logger: logging.Logger, message: str, level: int = logging.INFO, **fields: Any) -> None:
+    """Log one event of note with structured fields."""
+    logger.log(level, message, extra={"fields": fields})

@@ -1,0 +1,135 @@
+"""The detector's data: plain, frozen values shared by every layer.
+
+Times are event times in epoch seconds (UTC) as floats: exact to the microsecond for any date this
+detector accepts, and what the batched numpy arithmetic wants. ``utc_text`` and ``to_datetime`` give
+the timezone-aware forms for output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def to_datetime(epoch_s: float) -> datetime:
+    """Epoch seconds -> aware UTC datetime, rounded to the microsecond (no float artefacts)."""
+    return _EPOCH + timedelta(microseconds=round(epoch_s * 1_000_000))
+
+
+def utc_text(epoch_s: float) -> str:
+    """RFC 3339 text in UTC with ``Z``; fractional seconds only when there are any."""
+    dt = to_datetime(epoch_s)
+    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
+    if dt.microsecond:
+        text += f".{dt.microsecond:06d}".rstrip("0")
+    return text + "Z"
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseInfo:
+    """Which GeoIP database located an address: its type and build time (epoch seconds)."""
+
+    database_type: str
+    build_epoch: int
+    path: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where an address is, as a circle: centre and accuracy radius.
+
+    ``coarse`` marks a low-confidence fix: no city, or a radius so large that the point is only a
+    country or region centre. ``source`` is "geoip" or the vendor that supplied the coordinates.
+    """
+
+    latitude: float
+    longitude: float
+    accuracy_radius_km: float
+    country: str | None = None
+    city: str | None = None
+    coarse: bool = False
+    database: DatabaseInfo | None = None
+    source: str = "geoip"
+
+    @property
+    def label(self) -> str:
+        """A short human name: "London, GB", "GB (country-level)", or coordinates."""
+        if self.city and self.country:
+            return f"{self.city}, {self.country}"
+        if self.country:
+            return f"{self.country} (country-level)" if self.coarse else self.country
+        return f"{self.latitude:.2f},{self.longitude:.2f}"
+
+
+@dataclass(frozen=True, slots=True)
+class SignIn:
+    """One canonical sign-in event, validated: normalised IP, UTC epoch time, a stable event id."""
+
+    user: str
+    ip: str
+    time: float
+    event_id: str
+    success: bool = True
+    # Coordinates the identity provider itself reported, if any (used only when configured and the
+    # GeoIP database has no location for the address).
+    vendor_location: Location | None = None
+
+    @property
+    def timestamp(self) -> datetime:
+        return to_datetime(self.time)
+
+
+@dataclass(frozen=True, slots=True)
+class Visit:
+    """A located sign-in as remembered in an account's history."""
+
+    event_id: str
+    ip: str
+    time: float
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """What the detector remembers of one account.
+
+    ``visits``: recent located successful sign-ins, oldest first, at most the policy's history size.
+    ``recent_ids``: event ids already evaluated, newest last, so that a re-delivery is not evaluated twice.
+    ``alerted``: (alert id, location-pair key, event time) of recent alerts: the same alert is never raised
+    twice, and a repeat of a pair (a VPN flipping between two exits) stays quiet for a while.
+    """
+
+    visits: tuple[Visit, ...] = ()
+    recent_ids: tuple[str, ...] = ()
+    alerted: tuple[tuple[str, str, float], ...] = ()
+
+    @property
+    def last(self) -> Visit | None:
+        return self.visits[-1] if self.visits else None
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """An impossible-travel finding between two located sign-ins of one account (``previous`` is the
+    earlier in event time)."""
+
+    alert_id: str
+    user: str
+    detected_at: float
+    severity: str
+    confidence: str
+    distance_km: float
+    net_distance_km: float
+    elapsed_s: float
+    speed_kmh: float | None
+    net_speed_kmh: float | None
+    previous: Visit
+    current: Visit
+    max_speed_kmh: float
+    min_distance_km: float
+    reasons: tuple[str, ...] = ()
+    late: bool = False
+    rule: str = "impossible_travel"
+    extra: dict[str, object] = field(default_factory=dict)

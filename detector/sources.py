@@ -1,0 +1,102 @@
+"""Line sources for replay: JSON Lines files, gzip files, and standard input.
+
+Lines are read with a length limit, so a file with a gigantic line (or none at all) costs bounded memory:
+an over-long line is handed on as its first bytes with ``too_long`` set, and the rest is skipped.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from detector.errors import SourceError
+
+_BOM = b"\xef\xbb\xbf"
+_SKIP_CHUNK = 1 << 20
+
+
+@dataclass(slots=True)
+class Line:
+    origin: str
+    number: int
+    raw: bytes
+    too_long: bool = False
+    length: int = 0
+
+
+class LineReader:
+    """Reads several inputs one after another; ``bytes_read()``/``bytes_total`` drive a progress bar."""
+
+    def __init__(self, inputs: list[str], max_line_bytes: int) -> None:
+        self.inputs = inputs
+        self.max_line_bytes = max_line_bytes
+        self.bytes_total = 0
+        self._done_bytes = 0
+        self._current: IO[bytes] | None = None
+        for path in inputs:
+            if path == "-":
+                continue
+            if os.path.isdir(path):
+                raise SourceError(f"input is a directory: {path}")
+            try:
+                self.bytes_total += os.stat(path).st_size
+            except FileNotFoundError:
+                raise SourceError(f"input not found: {path}") from None
+            except OSError as exc:
+                raise SourceError(f"cannot read input {path}: {exc.strerror}") from None
+
+    def bytes_read(self) -> int:
+        """Bytes of the input files consumed so far (compressed bytes for .gz)."""
+        current = self._current
+        try:
+            return self._done_bytes + (current.tell() if current is not None else 0)
+        except (OSError, ValueError):
+            return self._done_bytes
+
+    def __iter__(self) -> Iterator[Line]:
+        for path in self.inputs:
+            origin = "<stdin>" if path == "-" else path
+            try:
+                raw = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
+            except OSError as exc:
+                raise SourceError(f"cannot read input {path}: {exc.strerror or exc}") from None
+            self._current = None if path == "-" else raw
+            try:
+                fh: IO[bytes] = raw
+                if path != "-" and raw.peek(2)[:2] == b"\x1f\x8b":  # type: ignore[union-attr]
+                    fh = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+                yield from self._lines(fh, origin)
+            except (OSError, EOFError) as exc:
+                raise SourceError(f"{origin}: read failed: {exc}") from None
+            finally:
+                if path != "-":
+                    self._done_bytes += os.fstat(raw.fileno()).st_size
+                    self._current = None
+                    raw.close()
+
+    def _lines(self, fh: IO[bytes], origin: str) -> Iterator[Line]:
+        limit = self.max_line_bytes + 2  # room for \r\n
+        number = 0
+        readline = fh.readline
+        while True:
+            raw = readline(limit)
+            if not raw:
+                return
+            number += 1
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[3:]
+            if raw.endswith(b"\n") or len(raw) < limit:
+                yield Line(origin, number, raw.rstrip(b"\r\n"))
+                continue
+            length = len(raw)
+            head = raw
+            while not raw.endswith(b"\n"):
+                raw = readline(_SKIP_CHUNK)
+                if not raw:
+                    break
+                length += len(raw)
+            yield Line(origin, number, head, too_long=True, length=length)

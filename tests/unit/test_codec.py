@@ -1,0 +1,182 @@
+from __future__ import annotations
+
+import math
+
+import orjson
+import pytest
+
+from detector.codec import (
+    Limits,
+    decode_event,
+    derive_event_id,
+    normalise_ip,
+    parse_timestamp,
+)
+from detector.errors import InvalidEvent
+
+
+def event(**fields: object) -> bytes:
+    base: dict[str, object] = {"user": "alice", "ip": "81.2.69.10", "timestamp": "2024-03-01T10:00:00Z"}
+    base.update(fields)
+    return orjson.dumps({k: v for k, v in base.items() if v is not ...})
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("81.2.69.10", "81.2.69.10"),
+        (" 81.2.69.10 ", "81.2.69.10"),
+        ("81.2.69.10:5678", "81.2.69.10"),
+        ("::ffff:81.2.69.10", "81.2.69.10"),
+        ("::FFFF:5102:450a", "81.2.69.10"),
+        ("[2001:db8::1]:443", "2001:db8::1"),
+        ("[2001:DB8:0:0::1]", "2001:db8::1"),
+        ("2a02:c7f:0000::0001", "2a02:c7f::1"),
+        ("[::ffff:81.2.69.10]:8080", "81.2.69.10"),
+    ],
+)
+def test_ip_forms_are_normalised(text: str, expected: str) -> None:
+    assert normalise_ip(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "1.2.3",
+        "1.2.3.4.5",
+        "256.1.1.1",
+        "01.2.3.4",
+        "1.2.3.4:99999",
+        "1.2.3.4:",
+        "[2001:db8::1",
+        "[2001:db8::1]x",
+        "gibberish",
+        "1.2.3.4:80:80",
+        "::ffff:1.2.3.4:80",
+    ],
+)
+def test_bad_ips_are_refused(text: str) -> None:
+    with pytest.raises(ValueError):
+        normalise_ip(text)
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("2024-03-01T10:00:00Z", 1709287200.0),
+        ("2024-03-01T10:00:00z", 1709287200.0),
+        ("2024-03-01t10:00:00Z", 1709287200.0),
+        ("2024-03-01 10:00:00Z", 1709287200.0),
+        ("2024-03-01T11:00:00+01:00", 1709287200.0),
+        ("2024-03-01T05:00:00-05:00", 1709287200.0),
+        ("2024-03-01T15:30:00+0530", 1709287200.0),
+        ("2024-03-01T10:00:00.5Z", 1709287200.5),
+        ("2024-03-01T10:00:00.1234567Z", 1709287200.123456),  # Entra: seven digits
+        (1709287200, 1709287200.0),
+        (1709287200.25, 1709287200.25),
+        (1709287200000, 1709287200.0),
+        (1709287200123, 1709287200.123),
+    ],
+)
+def test_timestamps(value: object, expected: float) -> None:
+    assert parse_timestamp(value) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "2024-03-01T10:00:00",
+        "2024-03-01",
+        "2024-02-30T10:00:00Z",
+        "2024-03-01T25:00:00Z",
+        "yesterday",
+        "2024-03-01T10:00:00+25:00",
+        0,
+        -5,
+        1e300,
+        math.inf,
+        math.nan,
+        True,
+        None,
+        [],
+        {},
+        "1709287200",
+        "1989-12-31T23:59:59Z",
+        "2100-01-01T00:00:00Z",
+        "2024-03-01T10:00:00Z" + " " * 70,
+    ],
+)
+def test_bad_timestamps(value: object) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        parse_timestamp(value)
+    assert err.value.reason.startswith("bad timestamp")
+
+
+def test_minimal_event_gets_defaults_and_a_stable_id() -> None:
+    e = decode_event(event())
+    assert (e.user, e.ip, e.time, e.success) == ("alice", "81.2.69.10", 1709287200.0, True)
+    assert e.event_id == derive_event_id("alice", "81.2.69.10", 1709287200.0, True)
+    # The same sign-in written differently is the same event.
+    again = decode_event(event(ip="::ffff:81.2.69.10", timestamp="2024-03-01T11:00:00+01:00"))
+    assert again.event_id == e.event_id
+    # A different sign-in is not.
+    assert decode_event(event(outcome="failure")).event_id != e.event_id
+
+
+def test_other_fields_are_ignored_and_ids_kept() -> None:
+    e = decode_event(event(event_id="abc", outcome="FAILURE", app="Teams", extra={"a": [1, 2]}))
+    assert e.event_id == "abc" and e.success is False
+    assert decode_event(event(event_id=42)).event_id == "42"
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"not json", "bad JSON"),
+        (b"", "empty"),
+        (b"   ", "empty"),
+        (b"[1, 2]", "not an object"),
+        (b'"text"', "not an object"),
+        (b"\xff\xfe{}", "not UTF-8"),
+        (b'{"user": "a\xc3", "ip": "1.2.3.4", "timestamp": 1709287200}', "not UTF-8"),
+        (event(user=...), "missing field: user"),
+        (event(ip=...), "missing field: ip"),
+        (event(timestamp=...), "missing field: timestamp"),
+        (event(timestamp=None), "missing field: timestamp"),
+        (event(user=""), "bad user"),
+        (event(user="   "), "bad user"),
+        (event(user=5), "bad user"),
+        (event(user="x" * 513), "bad user"),
+        (event(ip="nope"), "bad ip"),
+        (event(ip=1234), "bad ip"),
+        (event(outcome="maybe"), "bad outcome"),
+        (event(outcome=1), "bad outcome"),
+        (event(event_id=""), "bad event_id"),
+        (event(event_id=["x"]), "bad event_id"),
+        (
+            b'{"user":"a","ip":"1.2.3.4","timestamp":1709287200,"x":' + b"[" * 40 + b"]" * 40 + b"}",
+            "too deeply nested",
+        ),
+        (b'{"user":"a","ip":"1.2.3.4","timestamp":1709287200,"x":"' + b"y" * 70000 + b'"}', "too large"),
+    ],
+)
+def test_invalid_events_are_rejected_with_a_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        decode_event(raw)
+    assert err.value.reason.startswith(reason), err.value.reason
+
+
+def test_many_brackets_inside_strings_are_not_depth() -> None:
+    raw = event(note="[" * 100 + "{" * 100)
+    assert decode_event(raw).user == "alice"
+
+
+def test_limits_are_configurable() -> None:
+    limits = Limits(max_event_bytes=200, max_depth=3, max_user_chars=5)
+    with pytest.raises(InvalidEvent, match="bad user"):
+        decode_event(event(user="abcdef"), limits)
+    with pytest.raises(InvalidEvent, match="too deeply nested"):
+        decode_event(event(x=[[[[1]]]]), limits)
+    with pytest.raises(InvalidEvent, match="too large"):
+        decode_event(event(x="y" * 200), limits)

@@ -1,0 +1,136 @@
+"""The GeoIP adapter against small City databases built with mmdb-writer and read by the real reader."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from detector.errors import GeoDatabaseError
+from detector.geoip import DEFAULT_ACCURACY_RADIUS_KM, GeoIP
+from detector.testing import PLACES, build_city_db, ip_in
+
+
+def test_locates_cities_with_radius_country_city_and_build(city_db: str) -> None:
+    geo = GeoIP(city_db)
+    loc = geo.locate("81.2.69.10")
+    assert loc is not None
+    assert (loc.latitude, loc.longitude, loc.accuracy_radius_km) == (51.5074, -0.1278, 10.0)
+    assert (loc.country, loc.city, loc.coarse) == ("GB", "London", False)
+    assert loc.database is not None and loc.database.database_type == "GeoLite2-City"
+    assert abs(loc.database.build_epoch - os.stat(city_db).st_mtime) < 3600
+    v6 = geo.locate("2a02:c7f::1")
+    assert v6 is not None and v6.city == "London"
+
+
+def test_country_level_fix_is_coarse_and_missing_radius_gets_the_default(city_db: str) -> None:
+    geo = GeoIP(city_db)
+    us = geo.locate("8.8.8.8")
+    assert us is not None and us.coarse and us.city is None and us.accuracy_radius_km == 1000
+    ch = geo.locate(ip_in("9.9.9.0/24"))
+    assert ch is not None and ch.accuracy_radius_km == DEFAULT_ACCURACY_RADIUS_KM and not ch.coarse
+    assert GeoIP(city_db, default_radius_km=7).locate(ip_in("9.9.9.0/24")).accuracy_radius_km == 7  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "ip",
+    [
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "127.0.0.1",
+        "169.254.1.1",
+        "100.64.0.1",
+        "100.127.255.254",
+        "224.0.0.1",
+        "239.1.1.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "0.0.0.0",
+        "192.0.2.1",
+        "198.51.100.7",
+        "203.0.113.9",
+        "198.18.0.1",
+        "::",
+        "::1",
+        "fe80::1",
+        "fc00::1",
+        "fd12:3456::1",
+        "ff02::1",
+        "2001:db8::1",
+        "3fff::1",
+        "100::1",
+    ],
+)
+def test_special_ranges_are_never_looked_up(city_db: str, ip: str) -> None:
+    geo = GeoIP(city_db)
+    assert geo.locate(ip) is None
+    assert geo.stats.special == 1 and geo.stats.database_reads == 0
+
+
+def test_unknown_addresses_and_records_without_coordinates_have_no_location(city_db: str) -> None:
+    geo = GeoIP(city_db)
+    assert geo.locate("45.1.2.3") is None  # not in the database
+    assert geo.locate("11.2.3.4") is None  # known network, no coordinates
+    assert geo.stats.unknown == 2
+
+
+def test_repeated_addresses_and_networks_come_from_the_cache(city_db: str) -> None:
+    geo = GeoIP(city_db)
+    first = geo.locate("2.200.1.1")
+    assert geo.stats.database_reads == 1
+    assert geo.locate("2.200.1.1") is first
+    assert geo.stats.address_cache_hits == 1
+    # Another address of the same /16 network: no database read, same answer.
+    assert geo.locate("2.200.77.5") is first
+    assert geo.stats.network_cache_hits == 1 and geo.stats.database_reads == 1
+
+
+def test_caches_are_bounded(city_db: str) -> None:
+    geo = GeoIP(city_db, cache_size=16)
+    for host in range(200):
+        geo.locate(f"45.0.{host}.1")
+        geo.locate(ip_in("2.200.0.0/16", host))
+    assert len(geo._by_address) <= 16 and len(geo._by_network) <= 16
+    assert geo.locate("2.200.0.10") is not None
+
+
+def test_flat_layout_of_ip_location_db(tmp_path: Path) -> None:
+    path = build_city_db(str(tmp_path / "flat.mmdb"), PLACES, database_type="city ipv4", layout="flat")
+    loc = GeoIP(path).locate("81.2.69.10")
+    assert loc is not None and loc.city == "London" and loc.country == "GB"
+    assert loc.accuracy_radius_km == DEFAULT_ACCURACY_RADIUS_KM
+
+
+def test_refuses_missing_unreadable_garbage_and_non_city_databases(tmp_path: Path) -> None:
+    with pytest.raises(GeoDatabaseError, match="not found"):
+        GeoIP(tmp_path / "nope.mmdb")
+    with pytest.raises(GeoDatabaseError, match="directory"):
+        GeoIP(tmp_path)
+    garbage = tmp_path / "garbage.mmdb"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(GeoDatabaseError, match="not a MaxMind DB"):
+        GeoIP(garbage)
+    asn = build_city_db(
+        str(tmp_path / "asn.mmdb"),
+        [],
+        database_type="GeoLite2-ASN",
+        extra={"81.2.69.0/24": {"autonomous_system_number": 1}},
+    )
+    with pytest.raises(GeoDatabaseError, match=r"not a City database.*GeoLite2-ASN"):
+        GeoIP(asn)
+    if os.geteuid() != 0:  # root reads anything
+        locked = tmp_path / "locked.mmdb"
+        locked.write_bytes(Path(asn).read_bytes())
+        locked.chmod(0)
+        with pytest.raises(GeoDatabaseError, match="not readable"):
+            GeoIP(locked)
+
+
+def test_uses_the_c_extension_when_installed(city_db: str) -> None:
+    try:
+        import maxminddb.extension  # noqa: F401
+    except ImportError:
+        pytest.skip("maxminddb C extension not installed")
+    assert GeoIP(city_db).uses_c_extension
