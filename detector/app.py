@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import IO, Any
 
-from detector import logs
+from detector import __version__, logs
 from detector.codec import Limits, decode_event
-from detector.config import find_geoip_db
+from detector.config import describe, find_geoip_db
 from detector.engine import Clock, Engine
 from detector.errors import InvalidEvent
 from detector.geoip import GeoIP
 from detector.model import SignIn
+from detector.reorder import ReorderBuffer
 from detector.rules import Policy
 from detector.sinks import AlertFile, RejectsFile
 from detector.sources import LineReader
@@ -115,9 +119,10 @@ class Progress:
             self.stream.flush()
 
 
-def decode_lines(lines: Any, limits: Limits, rejects: RejectsFile, engine: Engine) -> list[SignIn]:
-    """Decode a chunk of lines; invalid ones go to the rejects file and are counted."""
+def decode_lines(lines: Any, limits: Limits, rejects: RejectsFile) -> tuple[list[SignIn], list[str]]:
+    """Decode a chunk of lines; invalid ones go to the rejects file. Returns sign-ins and reject reasons."""
     batch: list[SignIn] = []
+    reasons: list[str] = []
     for line in lines:
         if line.too_long:
             reason = f"too large: line of {line.length} bytes > {limits.max_event_bytes}"
@@ -128,8 +133,8 @@ def decode_lines(lines: Any, limits: Limits, rejects: RejectsFile, engine: Engin
             except InvalidEvent as exc:
                 reason = exc.reason
         rejects.write(line.origin, line.number, reason, line.raw)
-        engine.reject()
-    return batch
+        reasons.append(reason)
+    return batch, reasons
 
 
 def replay(
@@ -156,17 +161,29 @@ def replay(
     out = AlertFile(settings.output)
     rejects = RejectsFile(settings.rejects)
     lines = 0
+    buffer = ReorderBuffer(settings.reorder_window)
+    newest = float("-inf")
+
+    def detect(chunk: list[Any]) -> None:
+        nonlocal newest
+        events, reasons = decode_lines(chunk, limits, rejects)
+        for event in events:
+            buffer.add(event)
+            newest = max(newest, event.time)
+        out.write(engine.run(buffer.release(newest), reasons))
+
     try:
-        chunk = []
+        chunk: list[Any] = []
         for line in reader:
             chunk.append(line)
             if len(chunk) >= settings.batch_size:
                 lines += len(chunk)
-                out.write(engine.process(decode_lines(chunk, limits, rejects, engine)))
+                detect(chunk)
                 chunk = []
                 progress.update(reader.bytes_read(), lines, out.written)
         lines += len(chunk)
-        out.write(engine.process(decode_lines(chunk, limits, rejects, engine)))
+        detect(chunk)
+        out.write(engine.run(buffer.drain()))
         progress.update(reader.bytes_read(), lines, out.written, force=True)
     finally:
         progress.finish()
@@ -185,3 +202,80 @@ def replay(
         alerts=t.alerts,
         seconds=time.monotonic() - started,
     )
+
+
+def run_stream(settings: Any, stop: threading.Event | None = None, clock: Clock = time.time) -> int:
+    """``run``: the streaming detector on Kafka, until SIGTERM/SIGINT (or ``stop``)."""
+    from detector.kafka import Pipeline, connect_admin, ensure_topics, wait_for_partitions
+    from detector.metrics import Health, HttpServer, Metrics
+
+    stop = stop or threading.Event()
+    geo = open_geoip(settings)
+    engine = build_engine(settings, geo, clock)
+    metrics = Metrics()
+    metrics.attach(engine, geo)
+    metrics.info.info(
+        {
+            "version": __version__,
+            "python": sys.version.split()[0],
+            "geoip_type": geo.database.database_type,
+            "geoip_build": str(geo.database.build_epoch),
+        }
+    )
+    health = Health()
+    health.geoip_loaded = True
+    http = HttpServer(metrics, health, settings.metrics_host, settings.metrics_port).start()
+    logs.event(
+        log,
+        "detector starting",
+        version=__version__,
+        metrics=http.url,
+        geoip=f"{geo.database.database_type} built {geo.database.build_epoch}",
+        settings=" ".join(f"{k}={v}" for k, v in describe(settings).items()),
+    )
+    pipeline = Pipeline(settings, engine, metrics, health, limits_from(settings), clock)
+    _install_signal_handlers(stop, health, settings.shutdown_timeout)
+    try:
+        admin = connect_admin(settings)
+        try:
+            ensure_topics(
+                admin, settings, {settings.input_topic: {}, settings.alert_topic: {}, settings.dlq_topic: {}}
+            )
+        finally:
+            admin.close()
+        wait_for_partitions(settings, settings.input_topic)
+        pipeline.start()
+        pipeline.run(stop)
+    finally:
+        pipeline.close()
+        http.stop()
+        geo.close()
+        t = engine.tally
+        logs.event(
+            log, "detector stopped", events=t.events, alerts=t.alerts, rejected=t.by_result["rejected"]
+        )
+    return 0
+
+
+def _install_signal_handlers(stop: threading.Event, health: Any, grace_s: float) -> None:
+    """SIGTERM/SIGINT: finish or abandon the current batch and close cleanly; after ``grace_s`` exit
+    anyway (an uncommitted transaction is aborted by the broker, so nothing is lost)."""
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if stop.is_set():
+            return
+        logs.event(log, "signal received; shutting down", signal=signal.Signals(signum).name)
+        health.stopping = True
+        stop.set()
+
+        def force() -> None:
+            logs.event(log, "shutdown took too long; exiting now", logging.WARNING, grace_s=grace_s)
+            logging.shutdown()
+            os._exit(0)
+
+        timer = threading.Timer(grace_s, force)
+        timer.daemon = True
+        timer.start()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)

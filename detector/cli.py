@@ -13,7 +13,7 @@ from typing import Any
 
 from detector import __version__, logs
 from detector.config import OPTIONS, add_flags, describe, resolve
-from detector.errors import ConfigError, DetectorError, GeoDatabaseError, SourceError
+from detector.errors import BrokerError, ConfigError, DetectorError, GeoDatabaseError, SourceError
 
 PROG = "impossible-travel"
 
@@ -30,6 +30,16 @@ REPLAY_HELP = """\
 Run the detection over historical JSON Lines files (.gz too, '-' for stdin), in the order given.
 Alerts are written as JSON Lines (schemas/alert.schema.json); each line that is not a valid sign-in
 goes to --rejects with its line number and reason; a summary goes to stderr."""
+
+
+RUN_HELP = """\
+Consume sign-in events from a Kafka topic in a consumer group, and publish alerts to the alert topic
+(keyed by account) and invalid messages, unchanged, to the dead-letter topic with the reason in their
+headers. Alerts, dead letters and consumed offsets commit in one transaction (exactly-once for readers
+with isolation_level=read_committed). Metrics on http://METRICS_HOST:METRICS_PORT/metrics, health on
+/healthz and /readyz. SIGTERM or SIGINT stops it cleanly.
+
+Account state is kept in memory: a restart forgets each account's recent locations."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(replay)
     add_flags(replay, "replay")
+
+    run = sub.add_parser(
+        "run",
+        help="the streaming detector on Kafka",
+        description=RUN_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(run)
+    add_flags(run, "run")
     return parser
 
 
@@ -76,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        settings = resolve(_flags(args), config_file=args.config)
+        settings = resolve(_flags(args), config_file=args.config, command=args.command)
     except ConfigError as exc:
         return _fail(str(exc), 2)
     if args.print_config:
@@ -86,10 +105,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return _replay(settings, args)
+        if args.command == "run":
+            from detector.app import run_stream
+
+            return run_stream(settings)
     except (ConfigError, GeoDatabaseError) as exc:
         return _fail(str(exc), 2)
     except SourceError as exc:
         return _fail(str(exc), 2)
+    except BrokerError as exc:
+        return _fail(str(exc), 1)
     except DetectorError as exc:
         return _fail(str(exc), 1)
     except KeyboardInterrupt:

@@ -102,6 +102,11 @@ class Option:
     secret: bool = False
     # Which subcommands show this option as a flag ("*" = all that run detection).
     commands: tuple[str, ...] = ("*",)
+    # A default that differs for some subcommands.
+    command_defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def default_for(self, command: str | None) -> Any:
+        return self.command_defaults.get(command or "", self.default)
 
     @property
     def flag(self) -> str:
@@ -117,11 +122,11 @@ KAFKA = ("run",)
 
 OPTIONS: tuple[Option, ...] = (
     # -- detection ------------------------------------------------------------------------------
-    Option("max_speed_kmh", number(1, 1e7), 900.0, "alert when the implied speed exceeds this", "KMH"),
+    Option("max_speed_kmh", number(1, 1e7), 900, "alert when the implied speed exceeds this", "KMH"),
     Option(
         "min_distance_km",
         number(0, 40000),
-        100.0,
+        100,
         "never alert on trips shorter than this (net of accuracy radii)",
         "KM",
     ),
@@ -133,13 +138,11 @@ OPTIONS: tuple[Option, ...] = (
         "BOOL",
     ),
     Option("history_size", number(1, 64, True), 8, "located sign-ins remembered per account", "N"),
-    Option(
-        "history_window", duration, 7 * 86400.0, "forget an account's sign-ins older than this", "DURATION"
-    ),
+    Option("history_window", duration, "7d", "forget an account's sign-ins older than this", "DURATION"),
     Option(
         "suppress_window",
         duration,
-        6 * 3600.0,
+        "6h",
         "stay quiet on a repeat of an alerted location pair for this long",
         "DURATION",
     ),
@@ -149,6 +152,33 @@ OPTIONS: tuple[Option, ...] = (
         16,
         "recent event ids remembered per account to drop re-deliveries",
         "N",
+    ),
+    Option(
+        "reorder_window",
+        duration,
+        "0s",
+        "event-time grace: hold each sign-in until the stream is this far past it, to evaluate in event-time "
+        "order despite late delivery (costs this much alert latency in `run`; replay defaults to 1h)",
+        "DURATION",
+        command_defaults={"replay": "1h", "tune": "1h"},
+    ),
+    Option(
+        "reorder_min_wait",
+        duration,
+        "1s",
+        "wall-clock wait of a sign-in that is over a minute old on "
+        "arrival (a backlog or replayed stream), so partitions out of step by milliseconds still come in "
+        "event-time order; fresh sign-ins do not wait",
+        "DURATION",
+        commands=KAFKA,
+    ),
+    Option(
+        "reorder_max_wait",
+        duration,
+        "5s",
+        "longest wall-clock wait of a held sign-in, whatever the stream does",
+        "DURATION",
+        commands=KAFKA,
     ),
     # -- GeoIP ------------------------------------------------------------------------------------
     Option(
@@ -162,14 +192,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "default_accuracy_radius_km",
         number(0, 20000),
-        50.0,
+        50,
         "accuracy radius assumed when the database gives none",
         "KM",
     ),
     Option(
         "coarse_radius_km",
         number(1, 20000),
-        500.0,
+        500,
         "a fix this wide (or without a city) is country-level: low confidence",
         "KM",
     ),
@@ -196,6 +226,180 @@ OPTIONS: tuple[Option, ...] = (
         "WHEN",
         commands=("replay", "tune"),
     ),
+    # -- Kafka ------------------------------------------------------------------------------------
+    Option(
+        "bootstrap_servers",
+        text,
+        "127.0.0.1:9092",
+        "Kafka brokers, host:port[,host:port...]",
+        "HOSTS",
+        commands=KAFKA,
+    ),
+    Option(
+        "input_topic",
+        text,
+        "signins",
+        "topic of sign-in events (JSON values; keys ignored)",
+        "TOPIC",
+        commands=KAFKA,
+    ),
+    Option(
+        "alert_topic",
+        text,
+        "impossible-travel-alerts",
+        "topic the alerts go to, keyed by account",
+        "TOPIC",
+        commands=KAFKA,
+    ),
+    Option(
+        "dlq_topic",
+        text,
+        "signins-dlq",
+        "dead-letter topic for messages that are not valid sign-ins",
+        "TOPIC",
+        commands=KAFKA,
+    ),
+    Option(
+        "group_id",
+        text,
+        "impossible-travel",
+        "consumer group (and prefix of the transactional id)",
+        "GROUP",
+        commands=KAFKA,
+    ),
+    Option(
+        "instance_id",
+        text,
+        "",
+        "stable name of this instance (e.g. the pod name): static group membership and a stable transactional id, so a restart takes over at once",
+        "NAME",
+        commands=KAFKA,
+    ),
+    Option(
+        "transactions",
+        boolean,
+        True,
+        "exactly-once: alerts, DLQ records and offsets in one transaction; false = at-least-once",
+        "BOOL",
+        commands=KAFKA,
+    ),
+    Option("create_topics", boolean, True, "create missing topics at start", "BOOL", commands=KAFKA),
+    Option(
+        "topic_partitions",
+        number(1, 10000, True),
+        6,
+        "partitions of topics created at start",
+        "N",
+        commands=KAFKA,
+    ),
+    Option(
+        "topic_replication",
+        number(1, 100, True),
+        1,
+        "replication factor of topics created at start",
+        "N",
+        commands=KAFKA,
+    ),
+    Option(
+        "auto_offset_reset",
+        choice("earliest", "latest"),
+        "earliest",
+        "where a new consumer group starts reading",
+        "WHERE",
+        commands=KAFKA,
+    ),
+    Option(
+        "poll_timeout", duration, "200ms", "longest wait for records in one poll", "DURATION", commands=KAFKA
+    ),
+    Option(
+        "commit_timeout",
+        duration,
+        "10s",
+        "longest wait for a transaction step or an acknowledgement",
+        "DURATION",
+        commands=KAFKA,
+    ),
+    Option(
+        "transaction_timeout",
+        duration,
+        "15s",
+        "broker aborts a transaction left open this long (a crashed instance's)",
+        "DURATION",
+        commands=KAFKA,
+    ),
+    Option(
+        "startup_timeout",
+        duration,
+        "10s",
+        "give up at start when no broker answers within this",
+        "DURATION",
+        commands=KAFKA,
+    ),
+    Option(
+        "shutdown_timeout",
+        duration,
+        "8s",
+        "on SIGTERM/SIGINT, exit after this even if a batch is stuck",
+        "DURATION",
+        commands=KAFKA,
+    ),
+    # -- Kafka security (TLS, SASL) ---------------------------------------------------------------
+    Option(
+        "security_protocol",
+        choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        "PLAINTEXT",
+        "how to talk to the brokers",
+        "PROTOCOL",
+        commands=KAFKA,
+    ),
+    Option(
+        "ssl_cafile",
+        text,
+        "",
+        "CA certificate(s) that signed the brokers' certificates (PEM)",
+        "FILE",
+        commands=KAFKA,
+    ),
+    Option("ssl_certfile", text, "", "client certificate (PEM), for mutual TLS", "FILE", commands=KAFKA),
+    Option("ssl_keyfile", text, "", "client private key (PEM), for mutual TLS", "FILE", commands=KAFKA),
+    Option(
+        "ssl_password", text, "", "password of the client private key", "SECRET", secret=True, commands=KAFKA
+    ),
+    Option(
+        "ssl_check_hostname",
+        boolean,
+        True,
+        "verify that the broker certificate matches its host name",
+        "BOOL",
+        commands=KAFKA,
+    ),
+    Option(
+        "sasl_mechanism",
+        choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"),
+        "SCRAM-SHA-512",
+        "SASL mechanism",
+        "MECHANISM",
+        commands=KAFKA,
+    ),
+    Option("sasl_username", text, "", "SASL user name", "USER", commands=KAFKA),
+    Option("sasl_password", text, "", "SASL password", "SECRET", secret=True, commands=KAFKA),
+    # -- metrics and health -----------------------------------------------------------------------
+    Option(
+        "metrics_host",
+        text,
+        "127.0.0.1",
+        "address of the /metrics /healthz /readyz server (0.0.0.0 in containers)",
+        "ADDR",
+        commands=KAFKA,
+    ),
+    Option(
+        "metrics_port",
+        number(0, 65535, True),
+        9464,
+        "port of the /metrics /healthz /readyz server (0 = any free port)",
+        "PORT",
+        commands=KAFKA,
+    ),
     # -- logging ----------------------------------------------------------------------------------
     Option("log_level", choice("debug", "info", "warning", "error"), "info", "log verbosity", "LEVEL"),
     Option(
@@ -207,7 +411,7 @@ _BY_KEY = {o.key: o for o in OPTIONS}
 
 Settings = dataclasses.make_dataclass(
     "Settings",
-    [(o.key, Any, field(default=o.default)) for o in OPTIONS],
+    [(o.key, Any, field(default=o.parse(o.default))) for o in OPTIONS],
     frozen=True,
     namespace={"__doc__": "Every setting of the detector, resolved and validated (see OPTIONS)."},
 )
@@ -250,10 +454,13 @@ def resolve(
     flags: Mapping[str, Any] | None = None,
     environ: Mapping[str, str] | None = None,
     config_file: str | None = None,
+    command: str | None = None,
 ) -> Any:
-    """Build ``Settings``: defaults < TOML file < DETECTOR_* environment < flags (given ones only)."""
+    """Build ``Settings``: defaults (of ``command``) < TOML file < DETECTOR_* environment < flags."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, tuple[Any, str]] = {}
+    raw: dict[str, tuple[Any, str]] = {
+        o.key: (o.default_for(command), "default") for o in OPTIONS if o.command_defaults
+    }
     config_file = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
     if config_file:
         raw.update(load_toml(config_file))
@@ -293,7 +500,7 @@ def add_flags(parser: argparse.ArgumentParser, command: str, skip: Iterable[str]
             continue
         if not applies(option, command):
             continue
-        default = MASK if option.secret and option.default else option.default
+        default = MASK if option.secret and option.default else option.default_for(command)
         shown = "none" if default in ("", ()) else default
         group.add_argument(
             option.flag,

@@ -13,7 +13,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from detector.model import Alert, DatabaseInfo, Location, SignIn
+from detector.codec import reason_code
+from detector.model import AccountState, Alert, DatabaseInfo, Location, SignIn
 from detector.rules import Policy, evaluate
 from detector.state import StateStore
 
@@ -28,10 +29,13 @@ class GeoResolver(Protocol):
 
 @dataclass
 class Tally:
-    """Running totals since start; every sign-in lands in exactly one ``by_result`` bucket."""
+    """Running totals; every sign-in lands in exactly one ``by_result`` bucket."""
 
     by_result: Counter[str] = field(default_factory=Counter)
+    # Outcome of each evaluated sign-in (first, plausible, same_ip, alert, suppressed, duplicate, ...).
+    by_outcome: Counter[str] = field(default_factory=Counter)
     alerts_by_severity: Counter[str] = field(default_factory=Counter)
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
     suppressed: int = 0
     late: int = 0
     newest_event_time: float = 0.0
@@ -43,6 +47,25 @@ class Tally:
     @property
     def alerts(self) -> int:
         return sum(self.alerts_by_severity.values())
+
+    def merge(self, other: Tally) -> None:
+        self.by_result.update(other.by_result)
+        self.by_outcome.update(other.by_outcome)
+        self.alerts_by_severity.update(other.alerts_by_severity)
+        self.rejected_by_reason.update(other.rejected_by_reason)
+        self.suppressed += other.suppressed
+        self.late += other.late
+        self.newest_event_time = max(self.newest_event_time, other.newest_event_time)
+
+
+@dataclass
+class BatchResult:
+    """What a batch concluded, not yet applied: alerts, the new state of each account it touched, and
+    its tallies. Nothing of it counts until ``Engine.commit`` (so an aborted transaction leaves no trace)."""
+
+    alerts: list[Alert] = field(default_factory=list)
+    changes: dict[str, AccountState] = field(default_factory=dict)
+    tally: Tally = field(default_factory=Tally)
 
 
 class Engine:
@@ -61,11 +84,18 @@ class Engine:
         self.clock = clock
         self.tally = Tally()
 
-    def process(self, events: Iterable[SignIn]) -> list[Alert]:
-        """Evaluate sign-ins in the order given; return the alerts they raise."""
-        alerts: list[Alert] = []
+    def process(self, events: Iterable[SignIn], rejected: Iterable[str] = ()) -> BatchResult:
+        """Evaluate sign-ins in the order given (the reorder buffer puts them in event-time order),
+        against the store as it is plus this batch's own changes.
+
+        ``rejected`` are the reasons of input that never became a sign-in, counted with the batch."""
+        result = BatchResult()
+        tally, changes = result.tally, result.changes
+        for reason in rejected:
+            tally.by_result["rejected"] += 1
+            tally.rejected_by_reason[reason_code(reason)] += 1
         now = self.clock()
-        policy, tally, store, locate = self.policy, self.tally, self.store, self.geo.locate
+        policy, store, locate = self.policy, self.store, self.geo.locate
         for event in events:
             if event.time > tally.newest_event_time:
                 tally.newest_event_time = event.time
@@ -76,18 +106,27 @@ class Engine:
             if location is None:
                 tally.by_result["no_location"] += 1
                 continue
-            before = store.get(event.user)
+            before = changes[event.user] if event.user in changes else store.get(event.user)
             decision = evaluate(before, event, location, policy, now)
             if decision.state is not before:
-                store.put(event.user, decision.state)
-            tally.by_result[decision.outcome] += 1
+                changes[event.user] = decision.state
+            tally.by_result["duplicate" if decision.outcome == "duplicate" else "evaluated"] += 1
+            tally.by_outcome[decision.outcome] += 1
             tally.suppressed += decision.suppressed
             tally.late += decision.late
             for alert in decision.alerts:
                 tally.alerts_by_severity[alert.severity] += 1
-                alerts.append(alert)
-        return alerts
+                result.alerts.append(alert)
+        return result
 
-    def reject(self, count: int = 1) -> None:
-        """Count input that never became a sign-in (the caller has already sent it to rejects/DLQ)."""
-        self.tally.by_result["rejected"] += count
+    def commit(self, result: BatchResult) -> None:
+        """Apply a batch's state changes and tallies (after its output is safely delivered)."""
+        for user, state in result.changes.items():
+            self.store.put(user, state)
+        self.tally.merge(result.tally)
+
+    def run(self, events: Iterable[SignIn], rejected: Iterable[str] = ()) -> list[Alert]:
+        """Process and commit at once (replay, where output cannot be rolled back anyway)."""
+        result = self.process(events, rejected)
+        self.commit(result)
+        return result.alerts

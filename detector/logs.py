@@ -57,8 +57,25 @@ class _JsonFormatter(logging.Formatter):
         return orjson.dumps(out).decode()
 
 
+class _OneLineForLibraries(logging.Filter):
+    """The Kafka client logs tracebacks for errors it handles itself (a socket closed at shutdown, a
+    broker gone away): keep its one-line message, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("detector"):
+            if record.exc_info:
+                exc = record.exc_info[1]
+                record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
+                record.args = None
+            record.exc_info = None
+            record.exc_text = None
+            record.stack_info = None
+        return True
+
+
 def setup(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_OneLineForLibraries())
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]

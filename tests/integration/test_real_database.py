@@ -14,11 +14,6 @@ from tests.conftest import run_cli
 pytestmark = pytest.mark.realdb
 
 
-@pytest.fixture(scope="session")
-def catalogue(real_db: str) -> Catalogue:
-    return Catalogue.from_database(real_db)
-
-
 def test_real_database_smoke(real_db: str) -> None:
     geo = GeoIP(real_db)
     assert geo.database.database_type == "GeoLite2-City"

@@ -17,7 +17,7 @@ CORE = {
     "rules": {"model", "geo"},
     "state": {"model"},
     "codec": {"errors", "model"},
-    "engine": {"model", "rules", "state", "geo", "errors"},
+    "engine": {"model", "rules", "state", "geo", "errors", "codec"},
 }
 THIRD_PARTY_ALLOWED = {"numpy", "geopy", "orjson"}
 FORBIDDEN = {"kafka", "prometheus_client", "geoip2", "maxminddb"}

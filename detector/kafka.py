@@ -1,0 +1,515 @@
+"""Kafka adapter: a consumer group in, a transactional producer out, a dead-letter topic for bad input.
+
+One loop, one thread:
+
+    poll a batch -> decode (bad records -> DLQ) -> engine.process -> in ONE transaction: the DLQ records,
+    the alerts, and the consumed offsets (send_offsets_to_transaction) -> commit -> engine.commit
+
+The engine's state changes for a batch are applied only after its transaction commits. On an abortable
+error the transaction is aborted, the batch's changes are dropped, and the consumer is rewound to the
+batch's first offsets, so the batch is redone from scratch: exactly-once from input offsets to alerts
+for readers with ``isolation_level=read_committed``. With transactions off, alerts are flushed and
+acknowledged before the offsets are committed (at-least-once; ``alert_id`` lets readers drop repeats).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import errors as kerr
+from kafka.admin import NewTopic
+from kafka.structs import OffsetAndMetadata, TopicPartition
+
+from detector import __version__, logs
+from detector.codec import Limits, decode_event, encode_alert
+from detector.engine import Engine
+from detector.errors import BrokerError, InvalidEvent
+from detector.metrics import Health, Metrics
+from detector.reorder import ReorderBuffer
+
+log = logging.getLogger("detector.kafka")
+
+# A sign-in whose event time is older than this on arrival is part of a backlog, not live traffic.
+FRESH_S = 60.0
+
+# Errors after which the producer cannot go on: make a new one (init_transactions fences the old epoch).
+_FATAL_PRODUCER = (
+    kerr.ProducerFencedError,
+    kerr.TransactionalIdAuthorizationFailedError,
+    kerr.IllegalStateError,
+    kerr.UnsupportedVersionError,
+    kerr.InvalidProducerEpochError,
+)
+
+
+def client_options(settings: Any) -> dict[str, Any]:
+    """Options shared by every client: where the brokers are, who we are, how we authenticate."""
+    from detector.security import kafka_security
+
+    return {
+        "bootstrap_servers": [s.strip() for s in settings.bootstrap_servers.split(",") if s.strip()],
+        "client_id": f"impossible-travel-{__version__}",
+        **kafka_security(settings),
+    }
+
+
+def describe_broker_error(exc: BaseException, bootstrap: str) -> str:
+    if isinstance(exc, kerr.KafkaTimeoutError | OSError) or "bootstrap" in str(exc).lower():
+        return f"cannot reach Kafka at {bootstrap}: no broker answered ({exc})"
+    return f"Kafka at {bootstrap} refused us: {type(exc).__name__}: {exc}"
+
+
+def connect_admin(settings: Any) -> KafkaAdminClient:
+    """An admin client, or ``BrokerError`` with a clear message when the brokers cannot be reached."""
+    timeout_ms = int(settings.startup_timeout * 1000)
+    try:
+        return KafkaAdminClient(
+            **client_options(settings), request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
+        )
+    except (kerr.KafkaError, OSError) as exc:
+        raise BrokerError(describe_broker_error(exc, settings.bootstrap_servers)) from exc
+
+
+def ensure_topics(admin: KafkaAdminClient, settings: Any, topics: dict[str, dict[str, str]]) -> None:
+    """Create missing topics (when allowed) with ``topic_partitions`` partitions and the given configs."""
+    try:
+        existing = set(admin.list_topics())
+    except (kerr.KafkaError, OSError) as exc:
+        raise BrokerError(describe_broker_error(exc, settings.bootstrap_servers)) from exc
+    missing = [name for name in topics if name not in existing]
+    if not missing:
+        return
+    if not settings.create_topics:
+        raise BrokerError(f"topic(s) {', '.join(missing)} do not exist and create_topics is off")
+    new = [
+        NewTopic(name, settings.topic_partitions, settings.topic_replication, topics[name])
+        for name in missing
+    ]
+    try:
+        admin.create_topics(new, timeout_ms=int(settings.startup_timeout * 1000))
+    except kerr.TopicAlreadyExistsError:
+        pass  # another instance created it meanwhile
+    except (kerr.KafkaError, OSError) as exc:
+        raise BrokerError(f"cannot create topics {', '.join(missing)}: {type(exc).__name__}: {exc}") from exc
+    logs.event(log, "topics created", topics=",".join(missing), partitions=settings.topic_partitions)
+
+
+def wait_for_partitions(settings: Any, topic: str) -> None:
+    """Return once the brokers' metadata shows the topic's partitions (a topic created a moment ago may
+    not be visible yet, and a consumer that subscribes then would be assigned nothing for minutes)."""
+    consumer = KafkaConsumer(**client_options(settings))
+    try:
+        deadline = time.monotonic() + settings.startup_timeout
+        while not consumer.partitions_for_topic(topic):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"topic {topic} has no partitions in the brokers' metadata")
+            time.sleep(0.1)
+            consumer.topics()  # refresh the metadata
+    finally:
+        consumer.close()
+
+
+@dataclass
+class _Assignment(ConsumerRebalanceListener):
+    """Rebalance callbacks run inside poll(); they only record what changed."""
+
+    assigned: set[TopicPartition] = field(default_factory=set)
+    changed: bool = False
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        self.assigned -= set(revoked)
+        self.changed = True
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        self.assigned |= set(assigned)
+        self.changed = True
+
+
+def transactional_id(settings: Any) -> str:
+    """Stable per instance when ``instance_id`` is set, so a restart fences its predecessor at once."""
+    if settings.instance_id:
+        return f"{settings.group_id}-{settings.instance_id}"
+    return f"{settings.group_id}-{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+
+
+class Pipeline:
+    """The streaming detector: ``run(stop)`` until ``stop`` is set."""
+
+    def __init__(
+        self,
+        settings: Any,
+        engine: Engine,
+        metrics: Metrics,
+        health: Health,
+        limits: Limits,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.s = settings
+        self.engine = engine
+        self.metrics = metrics
+        self.health = health
+        self.limits = limits
+        self.clock = clock
+        self.transactional = bool(settings.transactions)
+        self.consumer: KafkaConsumer | None = None
+        self.producer: KafkaProducer | None = None
+        self.assignment = _Assignment()
+        self._txn_id = transactional_id(settings) if self.transactional else None
+        self._committing = False
+        # Event-time ordering across partitions (see detector.reorder).
+        self.buffer = ReorderBuffer(settings.reorder_window, settings.reorder_max_wait)
+        self._owned: set[TopicPartition] = set()
+        self._next: dict[TopicPartition, int] = {}
+        self._newest: dict[TopicPartition, float] = {}
+        self._assigned_at = time.monotonic()
+
+    # -- clients -----------------------------------------------------------------------------------
+
+    def _new_consumer(self) -> KafkaConsumer:
+        s = self.s
+        options: dict[str, Any] = {
+            **client_options(s),
+            "group_id": s.group_id,
+            "enable_auto_commit": False,
+            "auto_offset_reset": s.auto_offset_reset,
+            "isolation_level": "read_committed",
+            "max_poll_records": s.batch_size,
+            "fetch_max_wait_ms": 100,
+            "session_timeout_ms": 10_000,
+            "heartbeat_interval_ms": 2_000,
+            "max_poll_interval_ms": 300_000,
+            "request_timeout_ms": 30_000,
+            "reconnect_backoff_max_ms": 2_000,
+            # New partitions of the input topic are picked up within this.
+            "metadata_max_age_ms": 30_000,
+        }
+        if s.instance_id:
+            options["group_instance_id"] = s.instance_id
+        consumer = KafkaConsumer(**options)
+        consumer.subscribe([s.input_topic], listener=self.assignment)
+        return consumer
+
+    def _new_producer(self) -> KafkaProducer:
+        options: dict[str, Any] = {
+            **client_options(self.s),
+            "acks": "all",
+            "enable_idempotence": True,
+            "linger_ms": 5,
+            "max_block_ms": 10_000,
+            "request_timeout_ms": 10_000,
+            "delivery_timeout_ms": 30_000,
+            "reconnect_backoff_max_ms": 2_000,
+        }
+        if self.transactional:
+            options["transactional_id"] = self._txn_id
+            options["transaction_timeout_ms"] = int(self.s.transaction_timeout * 1000)
+        producer = KafkaProducer(**options)
+        if self.transactional:
+            producer.init_transactions()
+        return producer
+
+    def start(self) -> None:
+        """Connect both clients; fails fast (``BrokerError``) when Kafka cannot be reached."""
+        try:
+            self.producer = self._new_producer()
+            self.consumer = self._new_consumer()
+        except (kerr.KafkaError, OSError) as exc:
+            self.close()
+            raise BrokerError(describe_broker_error(exc, self.s.bootstrap_servers)) from exc
+        logs.event(
+            log,
+            "connected",
+            bootstrap=self.s.bootstrap_servers,
+            input=self.s.input_topic,
+            group=self.s.group_id,
+            transactions=self.transactional,
+            transactional_id=self._txn_id,
+        )
+
+    def _reset_producer(self, stop: threading.Event) -> None:
+        """Replace a producer in an unusable state; retry until the brokers answer or we are stopped."""
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                self.producer.close(timeout=1)
+            self.producer = None
+        backoff = 0.5
+        while not stop.is_set():
+            try:
+                self.producer = self._new_producer()
+                logs.event(log, "producer reconnected")
+                return
+            except (kerr.KafkaError, OSError) as exc:
+                self.metrics.broker_errors.labels(type(exc).__name__).inc()
+                logs.event(log, "producer cannot connect yet", logging.WARNING, error=type(exc).__name__)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            with contextlib.suppress(Exception):
+                self.consumer.close(autocommit=False)
+            self.consumer = None
+        if self.producer is not None:
+            with contextlib.suppress(Exception):
+                self.producer.close(timeout=3)
+            self.producer = None
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        if self.consumer is None:
+            self.start()
+        assert self.consumer is not None
+        while not stop.is_set():
+            self.health.tick()
+            timeout = self.s.poll_timeout
+            due = self.buffer.next_due()
+            if due is not None:
+                timeout = min(timeout, max(0.0, due - time.monotonic()))
+            try:
+                polled = self.consumer.poll(timeout_ms=int(timeout * 1000))
+            except (kerr.KafkaError, OSError) as exc:
+                self.metrics.broker_errors.labels(type(exc).__name__).inc()
+                logs.event(
+                    log, "poll failed; retrying", logging.WARNING, error=f"{type(exc).__name__}: {exc}"
+                )
+                stop.wait(1.0)
+                continue
+            if self.assignment.changed:
+                self._on_assignment()
+            if polled or len(self.buffer):
+                self._batch(polled, stop)
+        logs.event(log, "stopping: closing consumer and producer")
+
+    def _on_assignment(self) -> None:
+        self.assignment.changed = False
+        revoked = self._owned - self.assignment.assigned
+        if revoked:
+            # Their new owner re-reads them from the committed offsets, held sign-ins included.
+            self.buffer.drop_sources(revoked)
+            for tp in revoked:
+                self._next.pop(tp, None)
+                self._newest.pop(tp, None)
+        self._owned = set(self.assignment.assigned)
+        self._assigned_at = time.monotonic()
+        parts = sorted(self.assignment.assigned)
+        self.health.partitions = len(parts)
+        self.metrics.assigned_partitions.set(len(parts))
+        self.metrics.consumer_lag.clear()
+        logs.event(
+            log,
+            "partitions assigned",
+            count=len(parts),
+            partitions=",".join(f"{tp.topic}[{tp.partition}]" for tp in parts),
+        )
+
+    def _hold(self, polled: dict[TopicPartition, list[Any]]) -> list[tuple[Any, str]]:
+        """Decode polled records into the reorder buffer; returns the records that are not sign-ins."""
+        bad: list[tuple[Any, str]] = []
+        limits, buffer, arrived = self.limits, self.buffer, time.monotonic()
+        # Sign-ins that are already old on arrival come in bursts (a backlog, a replayed stream) where
+        # partitions can be milliseconds out of step: those wait a moment; fresh ones go at once.
+        old_before, hold = self.clock() - FRESH_S, self.s.reorder_min_wait
+        for tp, records in polled.items():
+            newest = self._newest.get(tp, float("-inf"))
+            for record in records:
+                try:
+                    if record.value is None:
+                        raise InvalidEvent("empty: no value")
+                    event = decode_event(record.value, limits)
+                except InvalidEvent as exc:
+                    bad.append((record, exc.reason))
+                    continue
+                buffer.add(event, tp, record.offset, arrived, hold if event.time < old_before else 0.0)
+                newest = max(newest, event.time)
+            self._newest[tp] = newest
+            self._next[tp] = records[-1].offset + 1
+        return bad
+
+    def _watermark(self) -> float:
+        """Lowest newest-event-time among partitions that still have records to deliver; +inf when all
+        have caught up. A partition not fetched yet counts as behind for a moment after assignment."""
+        assert self.consumer is not None
+        mark = float("inf")
+        for tp in self.assignment.assigned:
+            highwater = self.consumer.highwater(tp)
+            if highwater is None:
+                behind = time.monotonic() - self._assigned_at < 2.0
+            else:
+                position = self._next.get(tp)
+                if position is None:
+                    try:
+                        position = self.consumer.position(tp, timeout_ms=100)
+                    except (kerr.KafkaError, AssertionError):
+                        position = None
+                behind = position is None or position < highwater
+            if behind:
+                mark = min(mark, self._newest.get(tp, float("-inf")))
+        return mark
+
+    def _commit_offsets(self) -> dict[TopicPartition, int]:
+        """Per owned partition: the next offset to read, but never past a sign-in still held."""
+        held = self.buffer.oldest_offsets()
+        return {
+            tp: min(held.get(tp, offset), offset)
+            for tp, offset in self._next.items()
+            if tp in self.assignment.assigned
+        }
+
+    def _batch(self, polled: dict[TopicPartition, list[Any]], stop: threading.Event) -> None:
+        started = time.monotonic()
+        assert self.consumer is not None
+        first = {tp: records[0].offset for tp, records in polled.items()}
+        snapshot = self.buffer.snapshot()
+        saved = dict(self._next), dict(self._newest)
+        bad = self._hold(polled)
+        events = self.buffer.release(self._watermark(), time.monotonic())
+        if not events and not bad and not polled:
+            return
+        result = self.engine.process(events, [reason for _, reason in bad])
+        after = self._commit_offsets()
+        self._committing = False
+        try:
+            if self.transactional:
+                self._commit_transaction(result.alerts, bad, after)
+            else:
+                self._commit_at_least_once(result.alerts, bad, after)
+        except (kerr.KafkaError, OSError) as exc:
+            if not self._recover(exc, first, after, stop):
+                self.buffer.restore(snapshot)
+                self._next, self._newest = saved
+                return
+        self.engine.commit(result)
+        now = self.clock()
+        m = self.metrics
+        if polled:
+            m.batch_size.observe(sum(len(r) for r in polled.values()))
+        m.dlq.inc(len(bad))
+        m.held.set(len(self.buffer))
+        for alert in result.alerts:
+            m.alert_latency.observe(max(0.0, now - alert.current.time))
+        m.processing_latency.observe(time.monotonic() - started)
+        m.last_commit.set(now)
+        for tp in polled:
+            with contextlib.suppress(Exception):
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None:
+                    m.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - self._next[tp]))
+
+    def _outputs(self, alerts: list[Any], bad: list[tuple[Any, str]]) -> list[Any]:
+        """Send the batch's DLQ records and alerts; returns the send futures."""
+        assert self.producer is not None
+        futures = []
+        for record, reason in bad:
+            headers = [
+                ("reason", reason.encode("utf-8", "backslashreplace")),
+                ("source_topic", record.topic.encode()),
+                ("source_partition", str(record.partition).encode()),
+                ("source_offset", str(record.offset).encode()),
+                ("detector_version", __version__.encode()),
+            ]
+            futures.append(
+                self.producer.send(self.s.dlq_topic, value=record.value, key=record.key, headers=headers)
+            )
+        for alert in alerts:
+            futures.append(
+                self.producer.send(
+                    self.s.alert_topic,
+                    value=encode_alert(alert),
+                    key=alert.user.encode("utf-8", "surrogatepass"),
+                )
+            )
+        return futures
+
+    def _commit_transaction(
+        self, alerts: list[Any], bad: list[tuple[Any, str]], after: dict[TopicPartition, int]
+    ) -> None:
+        assert self.producer is not None and self.consumer is not None
+        self.producer.begin_transaction()
+        self._outputs(alerts, bad)
+        offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in after.items()}
+        timeout = self.s.commit_timeout
+        _txn(self.producer, "send_offsets_to_transaction", timeout, offsets, self.consumer.group_metadata())
+        self._committing = True
+        _txn(self.producer, "begin_commit", timeout)
+        self.metrics.transactions.labels("committed").inc()
+
+    def _commit_at_least_once(
+        self, alerts: list[Any], bad: list[tuple[Any, str]], after: dict[TopicPartition, int]
+    ) -> None:
+        assert self.producer is not None and self.consumer is not None
+        futures = self._outputs(alerts, bad)
+        self.producer.flush(timeout=self.s.commit_timeout)
+        for future in futures:
+            future.get(timeout=self.s.commit_timeout)  # raises when the broker did not acknowledge
+        self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in after.items()})
+
+    def _recover(
+        self,
+        exc: BaseException,
+        first: dict[TopicPartition, int],
+        after: dict[TopicPartition, int],
+        stop: threading.Event,
+    ) -> bool:
+        """After a failed commit: abort (or replace the producer), then find out whether the batch's
+        offsets were committed after all (a commit that timed out may still have completed). Returns True
+        when the batch counts as committed; otherwise the consumer is rewound to redo it."""
+        self.metrics.broker_errors.labels(type(exc).__name__).inc()
+        ambiguous = self._committing or not self.transactional
+        if self.transactional:
+            try:
+                if ambiguous or isinstance(exc, _FATAL_PRODUCER):
+                    raise exc
+                assert self.producer is not None
+                _txn(self.producer, "begin_abort", self.s.commit_timeout)
+            except Exception:
+                # init_transactions on the new producer completes or aborts whatever the old one left.
+                self._reset_producer(stop)
+        committed = ambiguous and self._offsets_committed(after, stop)
+        if not committed:
+            if self.transactional:
+                self.metrics.transactions.labels("aborted").inc()
+            assert self.consumer is not None
+            for tp, offset in first.items():
+                if tp in self.assignment.assigned:
+                    with contextlib.suppress(kerr.KafkaError, AssertionError, ValueError):
+                        self.consumer.seek(tp, offset)
+        logs.event(
+            log,
+            "batch committed after all" if committed else "batch not committed; it will be redone",
+            logging.WARNING,
+            error=f"{type(exc).__name__}: {exc}",
+        )
+        return committed
+
+    def _offsets_committed(self, after: dict[TopicPartition, int], stop: threading.Event) -> bool:
+        """Ask the group coordinator (retrying while it is away) whether ``after`` is committed."""
+        assert self.consumer is not None
+        while not stop.is_set():
+            try:
+                return all(self.consumer.committed(tp) == offset for tp, offset in after.items())
+            except (kerr.KafkaError, OSError) as exc:
+                logs.event(
+                    log, "cannot read committed offsets yet", logging.WARNING, error=type(exc).__name__
+                )
+                stop.wait(1.0)
+        return False
+
+
+def _txn(producer: KafkaProducer, method: str, timeout_s: float, *args: Any) -> None:
+    """A transaction step with a deadline: the public calls wait without end while the brokers are away,
+    which would hold up shutdown. Uses the transaction manager directly (what the public calls wrap)."""
+    manager = producer._transaction_manager
+    result = getattr(manager, method)(*args)
+    producer._sender.wakeup()
+    if not result.wait(timeout_ms=int(timeout_s * 1000)):
+        raise kerr.KafkaTimeoutError(f"{method} did not finish within {timeout_s:g} s")

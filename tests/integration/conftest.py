@@ -1,0 +1,274 @@
+"""Real-broker fixtures: a session broker, uuid-named topics per test, a detector subprocess driver.
+
+The session broker is ``KAFKA_BOOTSTRAP_SERVERS`` when set, else a local Apache Kafka started for the
+session (see detector.localkafka). Readiness is a metadata request, never a sleep. With CI=true a broker
+test never skips: it fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from detector.localkafka import LocalKafka, broker_answers
+from tests.conftest import IN_CI, ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _need_tools() -> None:
+    missing = [tool for tool in ("java", "mvn") if not shutil.which(tool)]
+    if missing:
+        message = f"a local Kafka broker needs {', '.join(missing)}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        deadline = time.monotonic() + 60
+        while not broker_answers(given):
+            if time.monotonic() > deadline:
+                pytest.fail(f"KAFKA_BOOTSTRAP_SERVERS={given} does not answer")
+            time.sleep(0.5)
+        yield given
+        return
+    _need_tools()
+    broker = LocalKafka(name=f"pytest-{os.getpid()}", port=free_port())
+    broker.up(timeout_s=180)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.wipe()
+
+
+@dataclass
+class Topics:
+    bootstrap: str
+    input: str
+    alerts: str
+    dlq: str
+    group: str
+
+    def args(self) -> list[str]:
+        return [
+            "--bootstrap-servers",
+            self.bootstrap,
+            "--input-topic",
+            self.input,
+            "--alert-topic",
+            self.alerts,
+            "--dlq-topic",
+            self.dlq,
+            "--group-id",
+            self.group,
+        ]
+
+
+@pytest.fixture
+def topics(kafka_bootstrap: str) -> Topics:
+    tag = uuid.uuid4().hex[:10]
+    return Topics(kafka_bootstrap, f"in-{tag}", f"alerts-{tag}", f"dlq-{tag}", f"group-{tag}")
+
+
+def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    try:
+        for i, value in enumerate(values):
+            producer.send(topic, value=value, key=keys[i] if keys else None)
+        producer.flush(30)
+    finally:
+        producer.close()
+
+
+def read_all(bootstrap: str, topic: str, committed: bool = True, idle_ms: int = 3000) -> list[Any]:
+    """Every record of a topic from the start (read_committed by default)."""
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=idle_ms,
+        isolation_level="read_committed" if committed else "read_uncommitted",
+    )
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 6) -> None:
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(name, partitions, 1)])
+    finally:
+        admin.close()
+
+
+def alerts_in(bootstrap: str, topic: str) -> list[dict[str, Any]]:
+    return [orjson.loads(r.value) for r in read_all(bootstrap, topic)]
+
+
+class Detector:
+    """`python -m detector run` as a subprocess, with its metrics port and log."""
+
+    def __init__(
+        self, topics: Topics, geoip_db: str, tmp: Path, *extra: str, env: dict[str, str] | None = None
+    ):
+        self.port = free_port()
+        self.log = tmp / f"detector-{uuid.uuid4().hex[:6]}.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "detector",
+            "run",
+            *topics.args(),
+            "--geoip-db",
+            geoip_db,
+            "--metrics-port",
+            str(self.port),
+            *extra,
+        ]
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("DETECTOR_")}
+        full_env.update(env or {})
+        self._log_fh = open(self.log, "wb")  # noqa: SIM115 - closed in wait()
+        self.proc = subprocess.Popen(
+            argv, stdout=self._log_fh, stderr=subprocess.STDOUT, cwd=ROOT, env=full_env
+        )
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as resp:
+            text = resp.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                out[name] = float(value)
+        return out
+
+    def get(self, path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as resp:
+                return resp.status, resp.read().decode()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read().decode()
+
+    def events_seen(self) -> float:
+        with contextlib.suppress(OSError):
+            m = self.metrics()
+            return sum(v for k, v in m.items() if k.startswith("detector_events_total{"))
+        return -1
+
+    def wait_for(self, condition: Callable[[], bool], what: str, timeout: float = 90) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"detector exited ({self.proc.returncode}) waiting for {what}:\n{self.output()}"
+                )
+            if condition():
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"timed out waiting for {what}:\n{self.output()[-3000:]}")
+
+    def wait_events(self, n: int, timeout: float = 90) -> None:
+        self.wait_for(lambda: self.events_seen() >= n, f"{n} events", timeout)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        self.wait_for(lambda: self.get_safe("/readyz") == 200, "readiness", timeout)
+
+    def get_safe(self, path: str) -> int:
+        try:
+            return self.get(path)[0]
+        except OSError:
+            return -1
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
+        self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def kill(self) -> None:
+        self.proc.kill()
+        self.wait(10)
+
+    def wait(self, timeout: float) -> int:
+        try:
+            return self.proc.wait(timeout)
+        finally:
+            self._log_fh.close()
+
+    def output(self) -> str:
+        if not self._log_fh.closed:
+            self._log_fh.flush()
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def detectors(tmp_path: Path) -> Iterator[Callable[..., Detector]]:
+    started: list[Detector] = []
+
+    def start(topics: Topics, geoip_db: str, *extra: str, env: dict[str, str] | None = None) -> Detector:
+        d = Detector(topics, geoip_db, tmp_path, *extra, env=env)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            with contextlib.suppress(Exception):
+                d.wait(10)
+
+
+def caught_up(bootstrap: str, group: str, topic: str) -> bool:
+    """The group's committed offsets have reached the end of every partition of the topic."""
+    from kafka import KafkaAdminClient, KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        committed = admin.list_group_offsets(group).get(group, {})
+        return all(end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items())
+    finally:
+        consumer.close()
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def catalogue(real_db: str) -> Any:
+    from detector.traffic import Catalogue
+
+    return Catalogue.from_database(real_db)
