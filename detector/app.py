@@ -14,9 +14,10 @@ from typing import IO, Any
 from detector import __version__, logs
 from detector.codec import Limits, decode_event
 from detector.config import describe, find_geoip_db
-from detector.engine import Clock, Engine
-from detector.errors import InvalidEvent
+from detector.engine import Clock, Engine, TrustedNetworks
+from detector.errors import DetectorError, InvalidEvent
 from detector.geoip import GeoIP
+from detector.known import AsnDatabase, ExceptionsFile
 from detector.model import SignIn
 from detector.reorder import ReorderBuffer
 from detector.rules import Policy
@@ -27,7 +28,7 @@ from detector.state import MemoryStore
 log = logging.getLogger("detector")
 
 
-def policy_from(settings: Any) -> Policy:
+def policy_from(settings: Any, exceptions: ExceptionsFile | None = None) -> Policy:
     return Policy(
         max_speed_kmh=settings.max_speed_kmh,
         min_distance_km=settings.min_distance_km,
@@ -36,7 +37,19 @@ def policy_from(settings: Any) -> Policy:
         history_window_s=settings.history_window,
         recent_ids=settings.dedupe_ids,
         suppress_window_s=settings.suppress_window,
+        suppress_radius_km=settings.suppress_radius_km,
+        coarse_radius_km=settings.coarse_radius_km,
+        network_actions={
+            "hosting": settings.hosting_action,
+            "satellite": settings.satellite_action,
+            "mobile": settings.mobile_action,
+        },
+        exceptions=exceptions.exceptions if exceptions else {},
     )
+
+
+def exceptions_from(settings: Any) -> ExceptionsFile | None:
+    return ExceptionsFile(settings.exceptions_file) if settings.exceptions_file else None
 
 
 def limits_from(settings: Any) -> Limits:
@@ -48,16 +61,38 @@ def limits_from(settings: Any) -> Limits:
 
 
 def open_geoip(settings: Any) -> GeoIP:
+    asn = None
+    if settings.asn_db:
+        kinds = {
+            "hosting": settings.hosting_asns,
+            "satellite": settings.satellite_asns,
+            "mobile": settings.mobile_asns,
+        }
+        asn = AsnDatabase(settings.asn_db, kinds, settings.geoip_cache_size)
     return GeoIP(
         find_geoip_db(settings.geoip_db),
         cache_size=settings.geoip_cache_size,
         default_radius_km=settings.default_accuracy_radius_km,
         coarse_radius_km=settings.coarse_radius_km,
+        asn=asn,
     )
 
 
-def build_engine(settings: Any, geo: GeoIP | None = None, clock: Clock = time.time) -> Engine:
-    return Engine(policy_from(settings), geo or open_geoip(settings), MemoryStore(), clock)
+def build_engine(
+    settings: Any,
+    geo: GeoIP | None = None,
+    clock: Clock = time.time,
+    exceptions: ExceptionsFile | None = None,
+    record: Policy | None = None,
+) -> Engine:
+    return Engine(
+        policy_from(settings, exceptions),
+        geo or open_geoip(settings),
+        MemoryStore(),
+        clock,
+        trusted=TrustedNetworks(settings.trusted_networks),
+        record=record,
+    )
 
 
 @dataclass
@@ -147,7 +182,7 @@ def replay(
     started = time.monotonic()
     reader = LineReader(inputs, settings.max_event_bytes)
     geo = open_geoip(settings)
-    engine = build_engine(settings, geo, clock)
+    engine = build_engine(settings, geo, clock, exceptions_from(settings))
     limits = limits_from(settings)
     show = settings.progress == "always" or (settings.progress == "auto" and stderr.isatty())
     progress = Progress(stderr, reader.bytes_total, show)
@@ -211,7 +246,8 @@ def run_stream(settings: Any, stop: threading.Event | None = None, clock: Clock 
 
     stop = stop or threading.Event()
     geo = open_geoip(settings)
-    engine = build_engine(settings, geo, clock)
+    exceptions = exceptions_from(settings)
+    engine = build_engine(settings, geo, clock, exceptions)
     metrics = Metrics()
     metrics.attach(engine, geo)
     metrics.info.info(
@@ -234,6 +270,7 @@ def run_stream(settings: Any, stop: threading.Event | None = None, clock: Clock 
         settings=" ".join(f"{k}={v}" for k, v in describe(settings).items()),
     )
     pipeline = Pipeline(settings, engine, metrics, health, limits_from(settings), clock)
+    pipeline.reloader = Reloader(settings, engine, geo, exceptions)
     _install_signal_handlers(stop, health, settings.shutdown_timeout)
     try:
         admin = connect_admin(settings)
@@ -255,6 +292,44 @@ def run_stream(settings: Any, stop: threading.Event | None = None, clock: Clock 
             log, "detector stopped", events=t.events, alerts=t.alerts, rejected=t.by_result["rejected"]
         )
     return 0
+
+
+class Reloader:
+    """Looks now and then for a replaced GeoIP database or exceptions file and takes it, without a
+    restart. A broken replacement is logged and the version in use stays."""
+
+    def __init__(self, settings: Any, engine: Engine, geo: GeoIP, exceptions: ExceptionsFile | None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.geo = geo
+        self.exceptions = exceptions
+        self.interval = settings.reload_interval
+        self._next = time.monotonic() + self.interval
+
+    def __call__(self) -> None:
+        if not self.interval or time.monotonic() < self._next:
+            return
+        self._next = time.monotonic() + self.interval
+        try:
+            if self.geo.reload_if_changed():
+                db = self.geo.database
+                logs.event(log, "GeoIP database reloaded", type=db.database_type, build=db.build_epoch)
+        except DetectorError as exc:
+            logs.event(
+                log, "GeoIP database not reloaded; keeping the one in use", logging.ERROR, error=str(exc)
+            )
+        if self.exceptions is not None:
+            try:
+                if self.exceptions.reload_if_changed():
+                    self.engine.policy = policy_from(self.settings, self.exceptions)
+                    logs.event(log, "travel exceptions reloaded", accounts=len(self.exceptions.exceptions))
+            except DetectorError as exc:
+                logs.event(
+                    log,
+                    "travel exceptions not reloaded; keeping the ones in use",
+                    logging.ERROR,
+                    error=str(exc),
+                )
 
 
 def _install_signal_handlers(stop: threading.Event, health: Any, grace_s: float) -> None:

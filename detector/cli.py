@@ -32,6 +32,17 @@ Alerts are written as JSON Lines (schemas/alert.schema.json); each line that is 
 goes to --rejects with its line number and reason; a summary goes to stderr."""
 
 
+TUNE_HELP = """\
+One pass over historical logs, then for every combination of --speeds and --min-distances: the alerts,
+the alerting accounts, the repeats suppressed, and with --labels precision and recall. Prints the table
+and writes report.md and tune.png (the distribution of implied speeds with the thresholds marked, and
+alerts per setting) to --out. Each row is exactly what `replay` would give with those thresholds."""
+
+GENERATE_HELP = """\
+Realistic sign-in traffic over the addresses of a real GeoIP database, with the alerts it should give:
+residents, commuters, flights, impossible trips, failures from afar, and with --profile nuanced also
+VPN flip-flops, country-level fixes, late arrivals and IPv4-mapped addresses. See detector/traffic.py."""
+
 RUN_HELP = """\
 Consume sign-in events from a Kafka topic in a consumer group, and publish alerts to the alert topic
 (keyed by account) and invalid messages, unchanged, to the dead-letter topic with the reason in their
@@ -68,6 +79,58 @@ def build_parser() -> argparse.ArgumentParser:
     _common(replay)
     add_flags(replay, "replay")
 
+    tune = sub.add_parser(
+        "tune",
+        help="compare thresholds over log files, with precision and recall when labelled",
+        description=TUNE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tune.add_argument("inputs", nargs="+", metavar="LOG", help="JSON Lines file, .gz file, or - for stdin")
+    tune.add_argument(
+        "--labels",
+        metavar="FILE",
+        help="expected alerts, JSON Lines of {user, previous, current} (event ids): adds precision "
+        "and recall",
+    )
+    tune.add_argument(
+        "--speeds",
+        default="300,500,800,900,1000",
+        metavar="KMH,...",
+        help="max speed thresholds to try (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--min-distances",
+        default="0,50,100,500",
+        metavar="KM,...",
+        help="min distance thresholds to try (default: %(default)s)",
+    )
+    tune.add_argument(
+        "--out",
+        default="tune-report",
+        metavar="DIR",
+        help="where report.md and tune.png go (default: %(default)s)",
+    )
+    _common(tune)
+    add_flags(tune, "tune")
+
+    gen = sub.add_parser(
+        "generate",
+        help="deterministic labelled sign-in traffic over a GeoIP database (for tune, tests, demos)",
+        description=GENERATE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    gen.add_argument("--geoip-db", default="", metavar="PATH", help="City database (default: .cache/geoip/)")
+    gen.add_argument("--accounts", type=int, default=300, help="accounts (default: %(default)s)")
+    gen.add_argument(
+        "--profile",
+        choices=["clear", "nuanced"],
+        default="nuanced",
+        help="scenario mix (default: %(default)s)",
+    )
+    gen.add_argument("--seed", type=int, default=1, help="same seed, same bytes (default: %(default)s)")
+    gen.add_argument("--out", required=True, metavar="FILE", help="events, JSON Lines")
+    gen.add_argument("--labels", metavar="FILE", help="expected alerts, JSON Lines")
+
     run = sub.add_parser(
         "run",
         help="the streaming detector on Kafka",
@@ -94,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return 2
+    if args.command == "generate":
+        return _generate(args)
     try:
         settings = resolve(_flags(args), config_file=args.config, command=args.command)
     except ConfigError as exc:
@@ -105,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return _replay(settings, args)
+        if args.command == "tune":
+            return _tune(settings, args)
         if args.command == "run":
             from detector.app import run_stream
 
@@ -127,4 +194,47 @@ def _replay(settings: Any, args: argparse.Namespace) -> int:
 
     summary = replay(settings, args.inputs)
     print(summary.text(), file=sys.stderr)
+    return 0
+
+
+def _tune(settings: Any, args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from detector.app import Progress
+    from detector.tune import load_labels, parse_floats, run_tune, table, write_report
+
+    speeds = parse_floats(args.speeds, "--speeds")
+    distances = parse_floats(args.min_distances, "--min-distances")
+    if 0 in speeds:
+        raise ConfigError("--speeds", "a speed threshold must be above 0")
+    labels = load_labels(args.labels) if args.labels else None
+    show = settings.progress == "always" or (settings.progress == "auto" and sys.stderr.isatty())
+    progress = Progress(sys.stderr, 0, show)
+    report = run_tune(settings, args.inputs, speeds, distances, labels, progress)
+    path = write_report(report, args.inputs, speeds, distances, Path(args.out), args.labels)
+    print(table(report))
+    print(
+        f"tune: {report.events:,} events, {report.comparisons:,} comparisons in {report.seconds:.1f} s; "
+        f"report in {path}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from detector.config import find_geoip_db
+    from detector.traffic import Catalogue, Generator, write_jsonl
+
+    try:
+        catalogue = Catalogue.from_database(find_geoip_db(args.geoip_db))
+        traffic = Generator(catalogue, seed=args.seed).generate(args.accounts, args.profile)
+        n = write_jsonl(args.out, traffic.events)
+        if args.labels:
+            write_jsonl(args.labels, traffic.labels)
+    except (ConfigError, GeoDatabaseError, ValueError, OSError) as exc:
+        return _fail(str(exc), 2)
+    print(
+        f"generate: {n:,} events, {len(traffic.labels):,} expected alerts, {args.accounts:,} accounts",
+        file=sys.stderr,
+    )
     return 0

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from detector.errors import ConfigError
+from detector.known import DEFAULT_HOSTING_ASNS, DEFAULT_SATELLITE_ASNS
+from detector.rules import NETWORK_ACTIONS
 
 ENV_PREFIX = "DETECTOR_"
 MASK = "********"
@@ -84,6 +86,30 @@ def choice(*allowed: str) -> Callable[[Any], str]:
         return str(value)
 
     return parse
+
+
+def asn_list(value: Any) -> tuple[int, ...]:
+    """AS numbers from a list or text such as ``16509, AS14618``."""
+    items = value if isinstance(value, list | tuple) else str(value).replace(",", " ").split()
+    out = []
+    for item in items:
+        text = str(item).strip().upper().removeprefix("AS")
+        if not text.isdigit() or not 0 < int(text) < 2**32:
+            raise ValueError(f"{item!r} is not an AS number")
+        out.append(int(text))
+    return tuple(out)
+
+
+def cidr_list(value: Any) -> tuple[str, ...]:
+    import ipaddress
+
+    out = csv_list(value)
+    for cidr in out:
+        try:
+            ipaddress.ip_network(cidr, strict=False)
+        except ValueError:
+            raise ValueError(f"{cidr!r} is not a network such as 203.0.113.0/24") from None
+    return out
 
 
 def csv_list(value: Any) -> tuple[str, ...]:
@@ -152,6 +178,78 @@ OPTIONS: tuple[Option, ...] = (
         16,
         "recent event ids remembered per account to drop re-deliveries",
         "N",
+    ),
+    Option(
+        "suppress_radius_km",
+        number(0, 20000),
+        200,
+        "places this close count as the same place for repeat suppression",
+        "KM",
+    ),
+    Option(
+        "trusted_networks",
+        cidr_list,
+        "",
+        "CIDRs whose sign-ins never count as travel (corporate egress, VPN concentrators), comma-separated",
+        "CIDRS",
+    ),
+    Option(
+        "asn_db",
+        text,
+        "",
+        "optional ASN database (GeoLite2-ASN or DB-IP ASN, .mmdb) for the network lists below",
+        "PATH",
+    ),
+    Option(
+        "hosting_asns",
+        asn_list,
+        " ".join(map(str, DEFAULT_HOSTING_ASNS)),
+        "AS numbers of hosting and VPN networks",
+        "ASNS",
+    ),
+    Option(
+        "satellite_asns",
+        asn_list,
+        " ".join(map(str, DEFAULT_SATELLITE_ASNS)),
+        "AS numbers of satellite and in-flight networks",
+        "ASNS",
+    ),
+    Option("mobile_asns", asn_list, "", "AS numbers of mobile carriers", "ASNS"),
+    Option(
+        "hosting_action",
+        choice(*NETWORK_ACTIONS),
+        "lower",
+        "what a hosting/VPN network does to an alert: lower, suppress, ignore",
+        "ACTION",
+    ),
+    Option(
+        "satellite_action",
+        choice(*NETWORK_ACTIONS),
+        "suppress",
+        "what a satellite/in-flight network does to an alert",
+        "ACTION",
+    ),
+    Option(
+        "mobile_action",
+        choice(*NETWORK_ACTIONS),
+        "lower",
+        "what a mobile-carrier network does to an alert",
+        "ACTION",
+    ),
+    Option(
+        "exceptions_file",
+        text,
+        "",
+        "CSV of per-account travel exceptions (account,until,countries), reloaded on change",
+        "FILE",
+    ),
+    Option(
+        "reload_interval",
+        duration,
+        "30s",
+        "run: how often to look for a replaced GeoIP database or exceptions file (0 = never)",
+        "DURATION",
+        commands=KAFKA,
     ),
     Option(
         "reorder_window",

@@ -7,15 +7,17 @@ metrics adapter reads when scraped.
 
 from __future__ import annotations
 
+import ipaddress
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Protocol
 
 from detector.codec import reason_code
 from detector.model import AccountState, Alert, DatabaseInfo, Location, SignIn
-from detector.rules import Policy, evaluate
+from detector.rules import Candidate, Policy, evaluate
 from detector.state import StateStore
 
 Clock = Callable[[], float]
@@ -27,6 +29,22 @@ class GeoResolver(Protocol):
     def locate(self, ip: str) -> Location | None: ...
 
 
+class TrustedNetworks:
+    """Networks whose sign-ins never count as travel (corporate egress, VPN concentrators, gateways):
+    their location says where the organisation's gateway is, not where the person is."""
+
+    def __init__(self, cidrs: Iterable[str] = ()) -> None:
+        self.networks = tuple(ipaddress.ip_network(c.strip(), strict=False) for c in cidrs if c.strip())
+        self.contains = lru_cache(maxsize=65536)(self._contains)
+
+    def _contains(self, ip: str) -> bool:
+        addr = ipaddress.ip_address(ip)
+        return any(addr in net for net in self.networks)
+
+    def __bool__(self) -> bool:
+        return bool(self.networks)
+
+
 @dataclass
 class Tally:
     """Running totals; every sign-in lands in exactly one ``by_result`` bucket."""
@@ -36,7 +54,8 @@ class Tally:
     by_outcome: Counter[str] = field(default_factory=Counter)
     alerts_by_severity: Counter[str] = field(default_factory=Counter)
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
-    suppressed: int = 0
+    # Impossible pairs not alerted, by reason (repeat, country_level, satellite, hosting, exception).
+    suppressed_by: Counter[str] = field(default_factory=Counter)
     late: int = 0
     newest_event_time: float = 0.0
 
@@ -48,12 +67,16 @@ class Tally:
     def alerts(self) -> int:
         return sum(self.alerts_by_severity.values())
 
+    @property
+    def suppressed(self) -> int:
+        return sum(self.suppressed_by.values())
+
     def merge(self, other: Tally) -> None:
         self.by_result.update(other.by_result)
         self.by_outcome.update(other.by_outcome)
         self.alerts_by_severity.update(other.alerts_by_severity)
         self.rejected_by_reason.update(other.rejected_by_reason)
-        self.suppressed += other.suppressed
+        self.suppressed_by.update(other.suppressed_by)
         self.late += other.late
         self.newest_event_time = max(self.newest_event_time, other.newest_event_time)
 
@@ -66,6 +89,7 @@ class BatchResult:
     alerts: list[Alert] = field(default_factory=list)
     changes: dict[str, AccountState] = field(default_factory=dict)
     tally: Tally = field(default_factory=Tally)
+    candidates: list[Candidate] = field(default_factory=list)
 
 
 class Engine:
@@ -77,12 +101,43 @@ class Engine:
         geo: GeoResolver,
         store: StateStore,
         clock: Clock = time.time,
+        trusted: TrustedNetworks | None = None,
+        use_vendor_location: bool = False,
+        record: Policy | None = None,
     ) -> None:
         self.policy = policy
         self.geo = geo
         self.store = store
         self.clock = clock
+        self.trusted = trusted or TrustedNetworks()
+        self.use_vendor_location = use_vendor_location
+        # The loosest thresholds of a tuning run: every comparison is then recorded (see rules.Candidate).
+        self.record = record
         self.tally = Tally()
+
+    def locate(self, event: SignIn) -> Location | None:
+        """Where the sign-in was: the GeoIP database, else (when allowed) the identity provider's own."""
+        location = self.geo.locate(event.ip)
+        if location is None and self.use_vendor_location:
+            location = event.vendor_location
+        return location
+
+    def _current(self, state: AccountState | None) -> AccountState | None:
+        """The state with every visit located by the database in use: after a database update an address
+        that merely moved in the new build must not look like travel."""
+        if state is None:
+            return None
+        db = self.geo.database
+        if all(v.location.database in (db, None) for v in state.visits):
+            return state
+        visits = []
+        for v in state.visits:
+            if v.location.database not in (db, None):
+                moved = self.geo.locate(v.ip)
+                if moved is not None:
+                    v = replace(v, location=moved)
+            visits.append(v)
+        return replace(state, visits=tuple(visits))
 
     def process(self, events: Iterable[SignIn], rejected: Iterable[str] = ()) -> BatchResult:
         """Evaluate sign-ins in the order given (the reorder buffer puts them in event-time order),
@@ -95,25 +150,30 @@ class Engine:
             tally.by_result["rejected"] += 1
             tally.rejected_by_reason[reason_code(reason)] += 1
         now = self.clock()
-        policy, store, locate = self.policy, self.store, self.geo.locate
+        policy, store, trusted, record = self.policy, self.store, self.trusted, self.record
         for event in events:
             if event.time > tally.newest_event_time:
                 tally.newest_event_time = event.time
             if not event.success and not policy.evaluate_failures:
                 tally.by_result["failure_ignored"] += 1
                 continue
-            location = locate(event.ip)
+            if trusted and trusted.contains(event.ip):
+                tally.by_result["trusted"] += 1
+                continue
+            location = self.locate(event)
             if location is None:
                 tally.by_result["no_location"] += 1
                 continue
-            before = changes[event.user] if event.user in changes else store.get(event.user)
-            decision = evaluate(before, event, location, policy, now)
-            if decision.state is not before:
+            stored = changes[event.user] if event.user in changes else store.get(event.user)
+            before = self._current(stored)
+            decision = evaluate(before, event, location, policy, now, record)
+            if decision.state is not stored:
                 changes[event.user] = decision.state
             tally.by_result["duplicate" if decision.outcome == "duplicate" else "evaluated"] += 1
             tally.by_outcome[decision.outcome] += 1
-            tally.suppressed += decision.suppressed
+            tally.suppressed_by.update(decision.suppressed_by)
             tally.late += decision.late
+            result.candidates += decision.candidates
             for alert in decision.alerts:
                 tally.alerts_by_severity[alert.severity] += 1
                 result.alerts.append(alert)

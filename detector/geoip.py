@@ -20,14 +20,17 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import maxminddb
 
 from detector.errors import GeoDatabaseError
 from detector.model import DatabaseInfo, Location
+
+if TYPE_CHECKING:
+    from detector.known import AsnDatabase
 
 # Used when a record has coordinates but no accuracy radius (DB-IP Lite has none).
 DEFAULT_ACCURACY_RADIUS_KM = 50.0
@@ -89,6 +92,7 @@ class GeoStats:
     database_reads: int = 0
     special: int = 0
     unknown: int = 0
+    errors: int = 0
 
     @property
     def cache_hits(self) -> int:
@@ -109,16 +113,37 @@ class GeoIP:
         cache_size: int = 262_144,
         default_radius_km: float = DEFAULT_ACCURACY_RADIUS_KM,
         coarse_radius_km: float = COARSE_RADIUS_KM,
+        asn: AsnDatabase | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.cache_size = max(16, cache_size)
         self.default_radius_km = default_radius_km
         self.coarse_radius_km = coarse_radius_km
+        self.asn = asn
         self.stats = GeoStats()
         self._reader, self.database, self._stat = self._open(self.path)
         self._by_address: dict[str, Location | None] = {}
         self._by_network: dict[tuple[int, int, int], Location | None] = {}
         self._prefix_lengths: Counter[tuple[int, int]] = Counter()
+
+    def reload_if_changed(self) -> bool:
+        """Take a replaced database file without a restart (replace it by renaming a complete file over
+        it). True when a new build is in use; a file that cannot be opened leaves the old one in use and
+        raises ``GeoDatabaseError``."""
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return False
+        if (st.st_ino, st.st_size, st.st_mtime_ns) == self._stat:
+            return False
+        reader, database, stat = self._open(self.path)
+        old, self._reader = self._reader, reader
+        self.database, self._stat = database, stat
+        self._by_address.clear()
+        self._by_network.clear()
+        self._prefix_lengths.clear()
+        old.close()
+        return True
 
     # -- opening ---------------------------------------------------------------------------------
 
@@ -155,6 +180,8 @@ class GeoIP:
 
     def close(self) -> None:
         self._reader.close()
+        if self.asn is not None:
+            self.asn.close()
 
     # -- lookups ---------------------------------------------------------------------------------
 
@@ -169,6 +196,10 @@ class GeoIP:
             self.stats.address_cache_hits += 1
             return found
         found = self._locate_uncached(ip)
+        if found is not None and self.asn is not None:
+            number, org, kind = self.asn.lookup(ip)
+            if number is not None:
+                found = replace(found, asn=number, asn_org=org, network=kind)
         if len(self._by_address) >= self.cache_size:
             _evict_quarter(self._by_address)
         self._by_address[ip] = found
@@ -187,7 +218,13 @@ class GeoIP:
                     self.stats.network_cache_hits += 1
                     return self._by_network[key]
         self.stats.database_reads += 1
-        record, plen = self._reader.get_with_prefix_len(ip)
+        try:
+            record, plen = self._reader.get_with_prefix_len(ip)
+        except (maxminddb.InvalidDatabaseError, ValueError, OSError):
+            # The file was overwritten in place under the reader (replace it by renaming instead): no
+            # location for now; the reload check takes the new file as soon as it is complete.
+            self.stats.errors += 1
+            return None
         found = self._to_location(record) if record else None
         if found is None:
             self.stats.unknown += 1

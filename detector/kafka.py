@@ -171,6 +171,8 @@ class Pipeline:
         self._next: dict[TopicPartition, int] = {}
         self._newest: dict[TopicPartition, float] = {}
         self._assigned_at = time.monotonic()
+        # Called between batches (hot reload of the GeoIP database and the exceptions file).
+        self.reloader: Callable[[], None] = lambda: None
 
     # -- clients -----------------------------------------------------------------------------------
 
@@ -271,6 +273,7 @@ class Pipeline:
         assert self.consumer is not None
         while not stop.is_set():
             self.health.tick()
+            self.reloader()
             timeout = self.s.poll_timeout
             due = self.buffer.next_due()
             if due is not None:

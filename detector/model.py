@@ -40,8 +40,10 @@ class DatabaseInfo:
 class Location:
     """Where an address is, as a circle: centre and accuracy radius.
 
-    ``coarse`` marks a low-confidence fix: no city, or a radius so large that the point is only a
-    country or region centre. ``source`` is "geoip" or the vendor that supplied the coordinates.
+    ``coarse`` marks a low-confidence fix: no city (a country-level fix: the point is the country's
+    centre), or a radius so large that the point says little. ``source`` is "geoip" or the vendor that
+    supplied the coordinates. ``asn``/``asn_org``/``network`` come from the optional ASN database;
+    ``network`` names a configured kind of network (hosting, satellite, mobile) or is None.
     """
 
     latitude: float
@@ -52,6 +54,14 @@ class Location:
     coarse: bool = False
     database: DatabaseInfo | None = None
     source: str = "geoip"
+    asn: int | None = None
+    asn_org: str | None = None
+    network: str | None = None
+
+    @property
+    def country_level(self) -> bool:
+        """Only the country is known (no city): the point is a country centre, not the place."""
+        return self.city is None and self.country is not None
 
     @property
     def label(self) -> str:
@@ -92,18 +102,30 @@ class Visit:
 
 
 @dataclass(frozen=True, slots=True)
+class Alerted:
+    """An alert remembered by its account: its id, both places, and the later sign-in's event time."""
+
+    alert_id: str
+    lat1: float
+    lon1: float
+    lat2: float
+    lon2: float
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
 class AccountState:
     """What the detector remembers of one account.
 
     ``visits``: recent located successful sign-ins, oldest first, at most the policy's history size.
     ``recent_ids``: event ids already evaluated, newest last, so that a re-delivery is not evaluated twice.
-    ``alerted``: (alert id, location-pair key, event time) of recent alerts: the same alert is never raised
-    twice, and a repeat of a pair (a VPN flipping between two exits) stays quiet for a while.
+    ``alerted``: recent alerts: the same alert is never raised twice, and a repeat of a pair of places (a
+    VPN flipping between two exits) stays quiet for a while.
     """
 
     visits: tuple[Visit, ...] = ()
     recent_ids: tuple[str, ...] = ()
-    alerted: tuple[tuple[str, str, float], ...] = ()
+    alerted: tuple[Alerted, ...] = ()
 
     @property
     def last(self) -> Visit | None:

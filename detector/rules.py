@@ -11,11 +11,18 @@ first):
    is late (older than the newest stored one), the sign-in just after it. X is compared with each
    neighbour, never with a sign-in it did not follow or precede.
 3. A pair is travel only when the addresses differ. Its distance is the WGS-84 geodesic between the two
-   centres, less both accuracy radii (never below 0). It alerts when that net distance is at least
-   ``min_distance_km`` and the implied speed exceeds ``max_speed_kmh`` (same instant = infinite speed).
-4. A location pair already alerted for the account within ``suppress_window_s`` is a repeat: counted,
-   not alerted again.
-5. X joins the history in time order (a late X never displaces the newest). The newest few sign-ins
+   centres, less both accuracy radii (never below 0). It is impossible when that net distance is at
+   least ``min_distance_km`` and the implied speed exceeds ``max_speed_kmh`` (same instant = infinite).
+4. An impossible pair is still not alerted when the evidence does not hold: a country-level fix (no
+   city: the point is only the country's centre) in the same country as the other sign-in; a network
+   whose kind is configured to suppress (satellite and in-flight by default); an account's travel
+   exception. Such pairs are counted by reason.
+5. An impossible pair near a pair already alerted for the account within ``suppress_window_s`` (both
+   ends within ``suppress_radius_km``, either way round) is a repeat: counted, not alerted again.
+6. What remains is an alert. Severity grows with the speed's ratio to the threshold; each doubtful
+   element (country-level fix, very wide radius, hosting/VPN or mobile network) lowers the confidence
+   and the severity by one step, never raises them; the reasons say which.
+7. X joins the history in time order (a late X never displaces the newest). The newest few sign-ins
    are kept as they are; before them, a run of sign-ins from one place keeps only its first and last,
    so a small history reaches back over many distinct places.
 """
@@ -25,15 +32,32 @@ from __future__ import annotations
 import hashlib
 import math
 from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
+from types import MappingProxyType
 from typing import Literal
 
 from detector.geo import SCREEN_MARGIN, geodesic_km, haversine_km, net_distance_km, speed_kmh
-from detector.model import AccountState, Alert, Location, SignIn, Visit, utc_text
+from detector.model import AccountState, Alert, Alerted, Location, SignIn, Visit, utc_text
 
 Outcome = Literal["first", "plausible", "alert", "duplicate", "suppressed", "same_ip", "failure_checked"]
 
 SEVERITIES = ("low", "medium", "high")
+CONFIDENCES = ("low", "medium", "high")
+NETWORK_ACTIONS = ("suppress", "lower", "ignore")
+DEFAULT_NETWORK_ACTIONS: Mapping[str, str] = MappingProxyType(
+    {"hosting": "lower", "satellite": "suppress", "mobile": "lower"}
+)
+_NETWORK_NAMES = {"hosting": "hosting/VPN", "satellite": "satellite or in-flight", "mobile": "mobile carrier"}
+
+
+@dataclass(frozen=True, slots=True)
+class TravelException:
+    """An account may travel until ``until`` (epoch seconds), to ``countries`` (empty = anywhere)."""
+
+    until: float
+    countries: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +72,16 @@ class Policy:
     history_window_s: float = 7 * 86400.0
     recent_ids: int = 16
     suppress_window_s: float = 6 * 3600.0
+    suppress_radius_km: float = 200.0
     # Multiples of the speed threshold at which severity becomes medium and high.
     medium_ratio: float = 2.0
     high_ratio: float = 5.0
+    # A radius this wide says little about where the sign-in was: lower confidence.
+    coarse_radius_km: float = 500.0
+    # What to do when a sign-in comes from a network of a configured kind: suppress, lower, ignore.
+    network_actions: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_NETWORK_ACTIONS))
+    # Per-account travel exceptions.
+    exceptions: Mapping[str, tuple[TravelException, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         checks = {
@@ -60,11 +91,31 @@ class Policy:
             "history_window_s": self.history_window_s > 0,
             "recent_ids": self.recent_ids >= 1,
             "suppress_window_s": self.suppress_window_s >= 0,
+            "suppress_radius_km": self.suppress_radius_km >= 0,
             "medium_ratio": 1.0 <= self.medium_ratio <= self.high_ratio,
+            "network_actions": all(a in NETWORK_ACTIONS for a in self.network_actions.values()),
         }
         for key, ok in checks.items():
             if not ok:
                 raise ValueError(f"{key}: out of range ({getattr(self, key)!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One comparison, recorded for ``tune``: enough to decide it again under other thresholds."""
+
+    user: str
+    earlier: str
+    later: str
+    time: float
+    net_distance_km: float
+    net_speed_kmh: float
+    exact: bool  # figures on the ellipsoid (else the sphere: it could not alert at the loosest setting)
+    blocked: str | None  # a threshold-independent reason that would stop an alert
+    lat1: float
+    lon1: float
+    lat2: float
+    lon2: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,14 +125,18 @@ class Decision:
     state: AccountState
     outcome: Outcome
     alerts: tuple[Alert, ...] = ()
-    suppressed: int = 0
+    suppressed_by: tuple[str, ...] = ()
     late: bool = False
-    notes: tuple[str, ...] = field(default=())
+    candidates: tuple[Candidate, ...] = ()
+
+    @property
+    def suppressed(self) -> int:
+        return len(self.suppressed_by)
 
 
 def place_key(loc: Location) -> str:
-    """Identity of a place for history and suppression: the city (or country) and a ~100 km grid cell,
-    so that two towns of one name stay apart."""
+    """Identity of a place in the history: the city (or country) and a ~100 km grid cell, so that two
+    towns of one name stay apart."""
     return f"{loc.country or '?'}|{loc.city or ''}|{loc.latitude:.0f},{loc.longitude:.0f}"
 
 
@@ -103,6 +158,10 @@ def severity_for(net_speed: float, policy: Policy) -> str:
     return "low"
 
 
+def _lower(level: str, steps: int, scale: tuple[str, ...]) -> str:
+    return scale[max(0, scale.index(level) - steps)]
+
+
 @dataclass(frozen=True, slots=True)
 class Travel:
     """The figures for one pair of located sign-ins, earlier first."""
@@ -122,11 +181,16 @@ class Travel:
         return speed_kmh(self.net_distance_km, self.elapsed_s)
 
 
-def measure(a: Visit, b: Visit) -> Travel:
-    """Exact figures for a pair (geodesic distance, net of both accuracy radii), ordered by time."""
-    earlier, later = (a, b) if a.time <= b.time else (b, a)
+def _ordered(a: Visit, b: Visit) -> tuple[Visit, Visit]:
+    return (a, b) if a.time <= b.time else (b, a)
+
+
+def measure(a: Visit, b: Visit, exact: bool = True) -> Travel:
+    """Figures for a pair, ordered by time: on the WGS-84 ellipsoid (or on the sphere, ``exact=False``),
+    net of both accuracy radii."""
+    earlier, later = _ordered(a, b)
     la, lb = earlier.location, later.location
-    distance = geodesic_km(la.latitude, la.longitude, lb.latitude, lb.longitude)
+    distance = (geodesic_km if exact else haversine_km)(la.latitude, la.longitude, lb.latitude, lb.longitude)
     net = net_distance_km(distance, la.accuracy_radius_km, lb.accuracy_radius_km)
     return Travel(earlier, later, distance, net, later.time - earlier.time)
 
@@ -155,6 +219,91 @@ def judge(a: Visit, b: Visit, policy: Policy) -> Travel | None:
     return travel if is_impossible(travel, policy) else None
 
 
+# -- what stops or weakens an alert --------------------------------------------------------------------
+
+
+def blocked_by(user: str, travel: Travel, policy: Policy, history: tuple[Visit, ...]) -> str | None:
+    """A reason (independent of the thresholds) why this impossible pair is no evidence of travel."""
+    la, lb = travel.earlier.location, travel.later.location
+    if (la.country_level or lb.country_level) and la.country and la.country == lb.country:
+        return "country_level"
+    for loc in (la, lb):
+        if loc.network and policy.network_actions.get(loc.network) == "suppress":
+            return loc.network
+    for exc in policy.exceptions.get(user, ()):
+        if travel.later.time <= exc.until and (not exc.countries or _within(exc, travel, history)):
+            return "exception"
+    return None
+
+
+def _within(exc: TravelException, travel: Travel, history: tuple[Visit, ...]) -> bool:
+    """The trip goes to a country the exception allows, or back from one to where the account has been."""
+    to, came_from = travel.later.location.country, travel.earlier.location.country
+    if to in exc.countries:
+        return True
+    known = {v.location.country for v in history if v.event_id != travel.later.event_id}
+    return came_from in exc.countries and to in known
+
+
+def doubts(travel: Travel, policy: Policy) -> list[tuple[str, str]]:
+    """(confidence this leaves, reason) for each doubtful element of the pair."""
+    out: list[tuple[str, str]] = []
+    for v in (travel.earlier, travel.later):
+        loc = v.location
+        if loc.country_level:
+            out.append(
+                (
+                    "low",
+                    f"country-level location: {v.ip} is only known to be in {loc.country} "
+                    f"(accuracy {loc.accuracy_radius_km:g} km); lower confidence",
+                )
+            )
+        elif loc.accuracy_radius_km >= policy.coarse_radius_km:
+            out.append(
+                (
+                    "medium",
+                    f"wide accuracy radius: {loc.accuracy_radius_km:g} km for {v.ip} "
+                    f"({loc.label}); lower confidence",
+                )
+            )
+        if loc.network and policy.network_actions.get(loc.network) == "lower":
+            level = "low" if loc.network == "hosting" else "medium"
+            asn = f"AS{loc.asn} {loc.asn_org or ''}".strip()
+            out.append(
+                (
+                    level,
+                    f"{_NETWORK_NAMES.get(loc.network, loc.network)} network: {v.ip} is in {asn}; "
+                    "its location says little about the person; lower confidence",
+                )
+            )
+    return out
+
+
+def _near(e: Alerted, pair: Alerted, radius: float) -> bool:
+    def close(lat1: float, lon1: float, lat2: float, lon2: float) -> bool:
+        return haversine_km(lat1, lon1, lat2, lon2) <= radius
+
+    same = close(e.lat1, e.lon1, pair.lat1, pair.lon1) and close(e.lat2, e.lon2, pair.lat2, pair.lon2)
+    swapped = close(e.lat1, e.lon1, pair.lat2, pair.lon2) and close(e.lat2, e.lon2, pair.lat1, pair.lon1)
+    return same or swapped
+
+
+def is_repeat(alerted: list[Alerted], pair: Alerted, policy: Policy) -> bool:
+    """A pair of places near one alerted for the account within the suppression window."""
+    return any(
+        abs(pair.time - e.time) <= policy.suppress_window_s and _near(e, pair, policy.suppress_radius_km)
+        for e in alerted
+    )
+
+
+def remember(aid: str, travel: Travel) -> Alerted:
+    la, lb = travel.earlier.location, travel.later.location
+    return Alerted(aid, la.latitude, la.longitude, lb.latitude, lb.longitude, travel.later.time)
+
+
+# -- explanation ---------------------------------------------------------------------------------------
+
+
 def _fmt_speed(v: float) -> str:
     return "infinite (same instant)" if math.isinf(v) else f"{v:,.0f} km/h"
 
@@ -165,6 +314,20 @@ def _fmt_elapsed(seconds: float) -> str:
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def pattern(travel: Travel, history: tuple[Visit, ...]) -> str | None:
+    """The account going back and forth between the two places recently (a VPN, a shared account)."""
+    a, b = place_key(travel.earlier.location), place_key(travel.later.location)
+    keys = [place_key(v.location) for v in history if place_key(v.location) in (a, b)]
+    switches = sum(1 for x, y in pairwise(keys) if x != y)
+    if switches < 2:
+        return None
+    since = min(v.time for v in history if place_key(v.location) in (a, b))
+    return (
+        f"pattern: the account switched between {travel.earlier.location.label} and "
+        f"{travel.later.location.label} {switches} times since {utc_text(since)} (VPN or shared account?)"
+    )
 
 
 def explain(travel: Travel, policy: Policy, history: tuple[Visit, ...]) -> list[str]:
@@ -181,11 +344,19 @@ def explain(travel: Travel, policy: Policy, history: tuple[Visit, ...]) -> list[
         f"{_fmt_elapsed(travel.elapsed_s)} between sign-ins "
         f"({utc_text(travel.earlier.time)} and {utc_text(travel.later.time)})",
     ]
-    known_countries = {v.location.country for v in history if v.location.country}
-    new_country = lb.country if travel.later is not travel.earlier else None
-    if new_country and known_countries and new_country not in known_countries:
-        reasons.append(f"first sign-in from {new_country} in the account's recent history")
+    others = [v for v in history if v.event_id not in (travel.earlier.event_id, travel.later.event_id)]
+    known = {v.location.country for v in others if v.location.country}
+    for loc in (la, lb):
+        if loc.country and known and loc.country not in known:
+            reasons.append(f"first sign-in from {loc.country} in the account's recent history")
+            break
+    seen = pattern(travel, history)
+    if seen:
+        reasons.append(seen)
     return reasons
+
+
+# -- the rule ------------------------------------------------------------------------------------------
 
 
 def _with_id(ids: tuple[str, ...], event_id: str, limit: int) -> tuple[str, ...]:
@@ -215,23 +386,18 @@ def _insert(history: tuple[Visit, ...], visit: Visit, policy: Policy) -> tuple[V
     return tuple(kept[-policy.history_size :])
 
 
-def _recently_alerted(alerted: list[tuple[str, str, float]], key: str, at: float, policy: Policy) -> bool:
-    return any(k == key and abs(at - t) <= policy.suppress_window_s for _, k, t in alerted)
-
-
-def _pair_key(t: Travel) -> str:
-    a, b = sorted((place_key(t.earlier.location), place_key(t.later.location)))
-    return f"{a}~{b}"
-
-
 def evaluate(
     state: AccountState | None,
     sign_in: SignIn,
     location: Location,
     policy: Policy,
     now: float,
+    record: Policy | None = None,
 ) -> Decision:
-    """Judge one located sign-in of an account; see the module docstring for the rule."""
+    """Judge one located sign-in of an account; see the module docstring for the rule.
+
+    With ``record`` (the loosest thresholds of a tuning run), every comparison is also returned as a
+    ``Candidate``, with exact figures wherever those thresholds could alert."""
     state = state or AccountState()
     if sign_in.event_id in state.recent_ids or any(v.event_id == sign_in.event_id for v in state.visits):
         return Decision(state, "duplicate")
@@ -243,34 +409,41 @@ def evaluate(
     neighbours = [history[i - 1]] if i > 0 else []
     if late:
         neighbours.append(history[i])
+    context = (*history[:i], visit, *history[i:])
 
     alerts: list[Alert] = []
     alerted = list(state.alerted)
-    suppressed = 0
+    suppressed_by: list[str] = []
+    candidates: list[Candidate] = []
     same_ip_only = bool(neighbours)
     repeated = False
     for other in neighbours:
         if other.ip == visit.ip:
             continue
         same_ip_only = False
+        if record is not None:
+            candidates.append(_candidate(sign_in.user, other, visit, record, policy, context))
         travel = judge(other, visit, policy)
         if travel is None:
             continue
         aid = alert_id(sign_in.user, travel.earlier.event_id, travel.later.event_id)
-        if any(a == aid for a, _, _ in alerted):
+        if any(e.alert_id == aid for e in alerted):
             repeated = True  # this very alert was raised before: a re-delivery beyond the id memory
             continue
-        key = _pair_key(travel)
-        if _recently_alerted(alerted, key, travel.later.time, policy):
-            suppressed += 1
+        reason = blocked_by(sign_in.user, travel, policy, context)
+        pair = remember(aid, travel)
+        if reason is None and is_repeat(alerted, pair, policy):
+            reason = "repeat"
+        if reason is not None:
+            suppressed_by.append(reason)
             continue
-        alerted.append((aid, key, travel.later.time))
-        alerts.append(_make_alert(aid, sign_in.user, travel, policy, history, now, late))
+        alerted.append(pair)
+        alerts.append(_make_alert(aid, sign_in.user, travel, policy, context, now, late))
 
     recent = _with_id(state.recent_ids, sign_in.event_id, policy.recent_ids)
     newest_time = max(sign_in.time, history[-1].time if history else sign_in.time)
     keep = max(policy.suppress_window_s, policy.history_window_s)
-    alerted = [entry for entry in alerted if newest_time - entry[2] <= keep]
+    alerted = [e for e in alerted if newest_time - e.time <= keep]
     new_history = _insert(history, visit, policy) if sign_in.success else history
     new_state = AccountState(new_history, recent, tuple(alerted))
 
@@ -279,7 +452,7 @@ def evaluate(
         outcome = "alert"
     elif repeated:
         outcome = "duplicate"
-    elif suppressed:
+    elif suppressed_by:
         outcome = "suppressed"
     elif not neighbours:
         outcome = "first"
@@ -289,7 +462,29 @@ def evaluate(
         outcome = "failure_checked"
     else:
         outcome = "plausible"
-    return Decision(new_state, outcome, tuple(alerts), suppressed, late)
+    return Decision(new_state, outcome, tuple(alerts), tuple(suppressed_by), late, tuple(candidates))
+
+
+def _candidate(
+    user: str, a: Visit, b: Visit, loosest: Policy, policy: Policy, context: tuple[Visit, ...]
+) -> Candidate:
+    exact = could_be_impossible(a, b, loosest)
+    travel = measure(a, b, exact=exact)
+    la, lb = travel.earlier.location, travel.later.location
+    return Candidate(
+        user,
+        travel.earlier.event_id,
+        travel.later.event_id,
+        travel.later.time,
+        travel.net_distance_km,
+        travel.net_speed_kmh,
+        exact,
+        blocked_by(user, travel, policy, context) if exact else None,
+        la.latitude,
+        la.longitude,
+        lb.latitude,
+        lb.longitude,
+    )
 
 
 def _make_alert(
@@ -297,6 +492,10 @@ def _make_alert(
 ) -> Alert:
     net_speed = travel.net_speed_kmh
     reasons = explain(travel, policy, history)
+    found = doubts(travel, policy)
+    reasons += [text for _, text in found]
+    confidence = min((level for level, _ in found), key=CONFIDENCES.index, default="high")
+    severity = _lower(severity_for(net_speed, policy), len(found), SEVERITIES)
     if late:
         reasons.append(
             "late event: arrived after a newer sign-in and was compared with its neighbours in time"
@@ -305,8 +504,8 @@ def _make_alert(
         alert_id=aid,
         user=user,
         detected_at=now,
-        severity=severity_for(net_speed, policy),
-        confidence="high",
+        severity=severity,
+        confidence=confidence,
         distance_km=travel.distance_km,
         net_distance_km=travel.net_distance_km,
         elapsed_s=travel.elapsed_s,

@@ -108,3 +108,25 @@ def ip_in(network: str, host: int = 10) -> str:
     import ipaddress
 
     return str(ipaddress.ip_network(network)[host])
+
+
+def build_asn_db(
+    path: str, networks: Mapping[str, tuple[int, str]], database_type: str = "GeoLite2-ASN"
+) -> str:
+    """A small ASN database in the GeoLite2-ASN layout (also DB-IP ASN Lite's)."""
+    from mmdb_writer import MMDBWriter
+    from netaddr import IPSet
+
+    writer = MMDBWriter(
+        ip_version=6,
+        ipv4_compatible=True,
+        database_type=database_type,
+        languages=["en"],
+        description="impossible-travel test ASN database",
+    )
+    for network, (number, org) in networks.items():
+        writer.insert_network(
+            IPSet([network]), {"autonomous_system_number": number, "autonomous_system_organization": org}
+        )
+    writer.to_db_file(path)
+    return path

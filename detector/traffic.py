@@ -14,8 +14,8 @@ clear-cut (``profile="clear"``):
   far_failure   fails to sign in from far away between successful home sign-ins (failures never move)
 nuanced (``profile="nuanced"``) adds:
   vpn_flipflop  alternates between home and a far VPN exit every few minutes (one alert, first hop)
-  coarse_home   signs in from a country-level address of its own country (no alert: the fix is a circle
-                of hundreds of km around a country centre)
+  coarse_home   signs in from a country-level address of its own country (no alert: such an address is
+                only known to be somewhere in the country, however far its centre point is from home)
   coarse_far    signs in from a country-level address of a far country minutes after home (one alert)
   late_impossible  the far sign-in of an impossible trip is delivered after a newer home sign-in
   late_plausible   a home sign-in is delivered after the account's flight (no alert)
@@ -316,23 +316,20 @@ class Generator:
                 t += rng.uniform(1 * MINUTE, 6 * MINUTE)
 
         elif kind in ("coarse_home", "coarse_far"):
+            # A country-level address says "somewhere in this country": from the account's own country it
+            # is no evidence of travel, even when the country's centre is far from home; from a far
+            # country minutes later it is.
             country = self.cat.cities[home][0].country
+            here = home_spots[0]
             if kind == "coarse_home":
-                # Only where the country-level fix genuinely covers home: the circle contains it.
-                pool = [
-                    s
-                    for s in self.cat.coarse.get(country, [])
-                    if haversine_km(s.lat, s.lon, home_spots[0].lat, home_spots[0].lon) < s.radius
-                ]
+                pool = self.cat.coarse.get(country, [])
             else:
                 pool = [
                     s
                     for c, spots in self.cat.coarse.items()
+                    if c != country
                     for s in spots
-                    if haversine_km(s.lat, s.lon, home_spots[0].lat, home_spots[0].lon)
-                    - s.radius
-                    - home_spots[0].radius
-                    > 2500
+                    if haversine_km(s.lat, s.lon, here.lat, here.lon) - s.radius - here.radius > 2500
                 ]
             t, last = self._home_run(out, user, home_spots, t, rng.randint(1, 3))
             if pool:
@@ -397,12 +394,13 @@ class Generator:
     def generate(self, accounts: int, profile: str = "clear", duplicates: float = 0.03) -> Traffic:
         mix = PROFILES[profile]
         kinds = [k for k, w in mix.items() for _ in range(w)]
+        self.rng.shuffle(kinds)  # every scenario early on, even for a few accounts
         deliveries: list[tuple[float, int, dict[str, Any]]] = []
         labels: list[dict[str, str]] = []
         scenarios: dict[str, str] = {}
         order = 0
         for n in range(accounts):
-            kind = kinds[n % len(kinds)] if n < len(kinds) else self.rng.choice(kinds)
+            kind = kinds[n % len(kinds)]
             user = _user_name(self.rng, n)
             scenarios[user] = kind
             events, expect, late = self.scenario(kind, user)
