@@ -8,21 +8,21 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import IO, Any
 
 from detector import __version__, logs
-from detector.codec import Limits, decode_event
 from detector.config import describe, find_geoip_db
-from detector.engine import Clock, Engine, TrustedNetworks
-from detector.errors import DetectorError, InvalidEvent
+from detector.engine import BatchResult, Clock, Engine, TrustedNetworks
+from detector.errors import DetectorError
 from detector.geoip import GeoIP
+from detector.ingest import Ingest
 from detector.known import AsnDatabase, ExceptionsFile
-from detector.model import SignIn
 from detector.reorder import ReorderBuffer
 from detector.rules import Policy
 from detector.sinks import AlertFile, RejectsFile
-from detector.sources import LineReader
+from detector.sources import Line, LineReader
 from detector.state import MemoryStore
 
 log = logging.getLogger("detector")
@@ -50,14 +50,6 @@ def policy_from(settings: Any, exceptions: ExceptionsFile | None = None) -> Poli
 
 def exceptions_from(settings: Any) -> ExceptionsFile | None:
     return ExceptionsFile(settings.exceptions_file) if settings.exceptions_file else None
-
-
-def limits_from(settings: Any) -> Limits:
-    return Limits(
-        max_event_bytes=settings.max_event_bytes,
-        max_depth=settings.max_depth,
-        max_user_chars=settings.max_user_chars,
-    )
 
 
 def open_geoip(settings: Any) -> GeoIP:
@@ -91,7 +83,15 @@ def build_engine(
         MemoryStore(),
         clock,
         trusted=TrustedNetworks(settings.trusted_networks),
+        use_vendor_location=settings.use_vendor_location,
         record=record,
+    )
+
+
+def reader_for(settings: Any, inputs: list[str]) -> LineReader:
+    """Lines up to the longest a vendor page may be; whole documents for pretty-printed exports."""
+    return LineReader(
+        inputs, max(settings.max_event_bytes, settings.max_batch_bytes), settings.max_document_bytes
     )
 
 
@@ -106,18 +106,24 @@ class ReplaySummary:
     accounts: int
     alerts: int
     seconds: float
+    records: int = 0
+    assumptions: dict[str, str] = field(default_factory=dict)
 
     @property
     def events_per_second(self) -> float:
         return self.lines / self.seconds if self.seconds > 0 else 0.0
 
     def text(self) -> str:
+        notes = "".join(
+            f"\nreplay: BSD syslog timestamps in {f} taken as {what}" for f, what in self.assumptions.items()
+        )
+        records = f" ({self.records:,} records)" if self.records != self.lines else ""
         return (
-            f"replay: {self.lines:,} events read, {self.rejected:,} rejected, "
+            f"replay: {self.lines:,} events read{records}, {self.rejected:,} rejected, "
             f"{self.no_location:,} without location, {self.failures_ignored:,} failures ignored, "
             f"{self.duplicates:,} duplicates, {self.accounts:,} accounts, {self.alerts:,} alerts "
             f"({self.suppressed:,} repeats suppressed) in {self.seconds:.2f} s "
-            f"({self.events_per_second:,.0f} events/s)"
+            f"({self.events_per_second:,.0f} events/s)" + notes
         )
 
 
@@ -154,22 +160,43 @@ class Progress:
             self.stream.flush()
 
 
-def decode_lines(lines: Any, limits: Limits, rejects: RejectsFile) -> tuple[list[SignIn], list[str]]:
-    """Decode a chunk of lines; invalid ones go to the rejects file. Returns sign-ins and reject reasons."""
-    batch: list[SignIn] = []
-    reasons: list[str] = []
-    for line in lines:
-        if line.too_long:
-            reason = f"too large: line of {line.length} bytes > {limits.max_event_bytes}"
-        else:
-            try:
-                batch.append(decode_event(line.raw, limits))
-                continue
-            except InvalidEvent as exc:
-                reason = exc.reason
-        rejects.write(line.origin, line.number, reason, line.raw)
-        reasons.append(reason)
-    return batch, reasons
+def detect_files(
+    settings: Any,
+    reader: LineReader,
+    ingest: Ingest,
+    engine: Engine,
+    on_batch: Callable[[BatchResult], None],
+    on_progress: Callable[[int], None] = lambda lines: None,
+) -> int:
+    """Run the engine over files, a batch of lines at a time, in event-time order within the reorder
+    window; returns the number of lines read."""
+    buffer = ReorderBuffer(settings.reorder_window)
+    newest = float("-inf")
+    lines = 0
+
+    def detect(chunk: list[Line], final: bool = False) -> None:
+        nonlocal newest
+        events, reasons = ingest.decode(chunk)
+        for event in events:
+            buffer.add(event)
+            newest = max(newest, event.time)
+        released = buffer.release(newest) + (buffer.drain() if final else [])
+        result = engine.process(released, reasons)
+        engine.commit(result)
+        on_batch(result)
+
+    chunk: list[Line] = []
+    for line in reader:
+        chunk.append(line)
+        if len(chunk) >= settings.batch_size:
+            lines += len(chunk)
+            detect(chunk)
+            chunk = []
+            on_progress(lines)
+    lines += len(chunk)
+    detect(chunk, final=True)
+    ingest.finish()
+    return lines
 
 
 def replay(
@@ -180,10 +207,9 @@ def replay(
 ) -> ReplaySummary:
     """Run the detection over files; alerts to ``settings.output``, rejects to ``settings.rejects``."""
     started = time.monotonic()
-    reader = LineReader(inputs, settings.max_event_bytes)
+    reader = reader_for(settings, inputs)
     geo = open_geoip(settings)
     engine = build_engine(settings, geo, clock, exceptions_from(settings))
-    limits = limits_from(settings)
     show = settings.progress == "always" or (settings.progress == "auto" and stderr.isatty())
     progress = Progress(stderr, reader.bytes_total, show)
     logs.event(
@@ -195,30 +221,16 @@ def replay(
     )
     out = AlertFile(settings.output)
     rejects = RejectsFile(settings.rejects)
-    lines = 0
-    buffer = ReorderBuffer(settings.reorder_window)
-    newest = float("-inf")
-
-    def detect(chunk: list[Any]) -> None:
-        nonlocal newest
-        events, reasons = decode_lines(chunk, limits, rejects)
-        for event in events:
-            buffer.add(event)
-            newest = max(newest, event.time)
-        out.write(engine.run(buffer.release(newest), reasons))
-
+    ingest = Ingest(settings, rejects, clock)
     try:
-        chunk: list[Any] = []
-        for line in reader:
-            chunk.append(line)
-            if len(chunk) >= settings.batch_size:
-                lines += len(chunk)
-                detect(chunk)
-                chunk = []
-                progress.update(reader.bytes_read(), lines, out.written)
-        lines += len(chunk)
-        detect(chunk)
-        out.write(engine.run(buffer.drain()))
+        lines = detect_files(
+            settings,
+            reader,
+            ingest,
+            engine,
+            lambda r: out.write(r.alerts),
+            lambda n: progress.update(reader.bytes_read(), n, out.written),
+        )
         progress.update(reader.bytes_read(), lines, out.written, force=True)
     finally:
         progress.finish()
@@ -236,12 +248,14 @@ def replay(
         accounts=len(engine.store),
         alerts=t.alerts,
         seconds=time.monotonic() - started,
+        records=ingest.records,
+        assumptions=ingest.assumptions,
     )
 
 
 def run_stream(settings: Any, stop: threading.Event | None = None, clock: Clock = time.time) -> int:
     """``run``: the streaming detector on Kafka, until SIGTERM/SIGINT (or ``stop``)."""
-    from detector.kafka import Pipeline, connect_admin, ensure_topics, wait_for_partitions
+    from detector.kafka import Pipeline, connect_admin, ensure_topics, input_topics, wait_for_partitions
     from detector.metrics import Health, HttpServer, Metrics
 
     stop = stop or threading.Event()
@@ -269,18 +283,20 @@ def run_stream(settings: Any, stop: threading.Event | None = None, clock: Clock 
         geoip=f"{geo.database.database_type} built {geo.database.build_epoch}",
         settings=" ".join(f"{k}={v}" for k, v in describe(settings).items()),
     )
-    pipeline = Pipeline(settings, engine, metrics, health, limits_from(settings), clock)
+    pipeline = Pipeline(settings, engine, metrics, health, clock)
     pipeline.reloader = Reloader(settings, engine, geo, exceptions)
     _install_signal_handlers(stop, health, settings.shutdown_timeout)
     try:
         admin = connect_admin(settings)
         try:
+            inputs = input_topics(settings)
             ensure_topics(
-                admin, settings, {settings.input_topic: {}, settings.alert_topic: {}, settings.dlq_topic: {}}
+                admin, settings, {**{t: {} for t in inputs}, settings.alert_topic: {}, settings.dlq_topic: {}}
             )
         finally:
             admin.close()
-        wait_for_partitions(settings, settings.input_topic)
+        for topic in inputs:
+            wait_for_partitions(settings, topic)
         pipeline.start()
         pipeline.run(stop)
     finally:
@@ -354,3 +370,55 @@ def _install_signal_handlers(stop: threading.Event, health: Any, grace_s: float)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+
+
+@dataclass
+class NormalizeSummary:
+    lines: int
+    records: int
+    signins: int
+    rejected: int
+    assumptions: dict[str, str]
+
+    def text(self) -> str:
+        notes = "".join(
+            f"\nnormalize: BSD syslog timestamps in {f} taken as {w}" for f, w in self.assumptions.items()
+        )
+        return (
+            f"normalize: {self.lines:,} lines, {self.records:,} records, {self.signins:,} sign-ins, "
+            f"{self.rejected:,} rejected" + notes
+        )
+
+
+def normalize(
+    settings: Any, inputs: list[str], out: IO[bytes], err: IO[bytes], clock: Clock = time.time
+) -> NormalizeSummary:
+    """Native records -> canonical events (JSON Lines on ``out``); rejects with reasons on ``err``."""
+    import orjson
+
+    from detector.sinks import signin_to_dict
+
+    reader = reader_for(settings, inputs)
+    rejects = RejectsFile(settings.rejects, None if settings.rejects else err)
+    ingest = Ingest(settings, rejects, clock)
+    signins = 0
+    chunk: list[Line] = []
+
+    def flush() -> None:
+        nonlocal signins
+        events, _ = ingest.decode(chunk)
+        out.write(b"".join(orjson.dumps(signin_to_dict(e)) + b"\n" for e in events))
+        signins += len(events)
+        chunk.clear()
+
+    try:
+        for line in reader:
+            chunk.append(line)
+            if len(chunk) >= settings.batch_size:
+                flush()
+        flush()
+        ingest.finish()
+    finally:
+        out.flush()
+        rejects.close()
+    return NormalizeSummary(ingest.lines, ingest.records, signins, rejects.written, ingest.assumptions)

@@ -32,6 +32,14 @@ Alerts are written as JSON Lines (schemas/alert.schema.json); each line that is 
 goes to --rejects with its line number and reason; a summary goes to stderr."""
 
 
+NORMALIZE_HELP = """\
+Read identity providers' native sign-in logs and write canonical sign-in events (JSON Lines,
+schemas/signin-event.schema.json) to stdout; every record that is not a sign-in, or cannot be read,
+goes to stderr (or --rejects) as JSON with its file, line, record index and reason. The format is
+detected per record unless --format fixes it; one file may mix formats. Vendor pages are unwrapped
+({"value": [...]}, {"records": [...]}, {"Records": [...]}, {"items": [...]}, JSON arrays), and a file
+that is one pretty-printed JSON document is read whole."""
+
 TUNE_HELP = """\
 One pass over historical logs, then for every combination of --speeds and --min-distances: the alerts,
 the alerting accounts, the repeats suppressed, and with --labels precision and recall. Prints the table
@@ -78,6 +86,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(replay)
     add_flags(replay, "replay")
+
+    norm = sub.add_parser(
+        "normalize",
+        help="native sign-in records (Entra, Okta, CloudTrail, Google, sshd, mapped JSON) -> canonical events",
+        description=NORMALIZE_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    norm.add_argument(
+        "inputs", nargs="+", metavar="FILE", help="file (JSON Lines, JSON document, syslog, .gz), or -"
+    )
+    norm.add_argument(
+        "--rejects",
+        metavar="FILE",
+        default=None,
+        help="where rejected records go, JSON Lines with reasons (default: stderr) [env DETECTOR_REJECTS]",
+    )
+    _common(norm)
+    add_flags(norm, "normalize")
 
     tune = sub.add_parser(
         "tune",
@@ -170,6 +196,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "replay":
             return _replay(settings, args)
+        if args.command == "normalize":
+            from detector.app import normalize
+
+            summary = normalize(settings, args.inputs, sys.stdout.buffer, sys.stderr.buffer)
+            print(summary.text(), file=sys.stderr)
+            return 0
         if args.command == "tune":
             return _tune(settings, args)
         if args.command == "run":

@@ -112,6 +112,19 @@ def cidr_list(value: Any) -> tuple[str, ...]:
     return out
 
 
+FORMAT_NAMES = ("auto", "canonical", "entra", "okta", "cloudtrail", "gworkspace", "sshd", "mapping")
+
+
+def input_format(value: Any) -> str:
+    """A format name, or topic=format pairs (run) such as ``okta-logs=okta,hub=entra``."""
+    text_value = str(value).strip()
+    for part in text_value.split(","):
+        name = part.split("=", 1)[-1].strip()
+        if name not in FORMAT_NAMES:
+            raise ValueError(f"{name!r} is not one of {', '.join(FORMAT_NAMES)}")
+    return text_value
+
+
 def csv_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, list | tuple):
         return tuple(str(v).strip() for v in value if str(v).strip())
@@ -144,6 +157,7 @@ class Option:
 
 
 DETECT = ("replay", "run", "tune")
+INPUT = ("replay", "run", "tune", "normalize")
 KAFKA = ("run",)
 
 OPTIONS: tuple[Option, ...] = (
@@ -302,9 +316,111 @@ OPTIONS: tuple[Option, ...] = (
         "KM",
     ),
     # -- input limits -----------------------------------------------------------------------------
-    Option("max_event_bytes", number(64, 16 << 20, True), 65536, "longest accepted line or message", "BYTES"),
-    Option("max_depth", number(2, 512, True), 32, "deepest accepted JSON nesting", "N"),
-    Option("max_user_chars", number(1, 4096, True), 512, "longest accepted account ID", "N"),
+    Option(
+        "max_event_bytes",
+        number(64, 16 << 20, True),
+        65536,
+        "longest accepted line or message",
+        "BYTES",
+        commands=INPUT,
+    ),
+    Option("max_depth", number(2, 512, True), 32, "deepest accepted JSON nesting", "N", commands=INPUT),
+    Option("max_user_chars", number(1, 4096, True), 512, "longest accepted account ID", "N", commands=INPUT),
+    # -- native formats ---------------------------------------------------------------------------
+    Option(
+        "format",
+        input_format,
+        "auto",
+        "input format: auto (per record), canonical, entra, okta, cloudtrail, "
+        "gworkspace, sshd, mapping; for run also per topic, e.g. okta-logs=okta,entra-hub=entra",
+        "FORMAT",
+        commands=INPUT,
+    ),
+    Option(
+        "use_vendor_location",
+        boolean,
+        False,
+        "use the identity provider's own coordinates when the GeoIP database has none for the address",
+        "BOOL",
+        commands=("replay", "run", "tune"),
+    ),
+    Option(
+        "vendor_radius_km",
+        number(0, 20000),
+        50,
+        "accuracy radius given to an identity provider's own coordinates",
+        "KM",
+        commands=("replay", "run", "tune"),
+    ),
+    Option(
+        "syslog_year",
+        number(0, 2099, True),
+        0,
+        "year of BSD syslog timestamps, which have none (0 = the "
+        "year the file was last modified; the current year for stdin and Kafka)",
+        "YEAR",
+        commands=INPUT,
+    ),
+    Option(
+        "syslog_timezone",
+        text,
+        "UTC",
+        "time zone of BSD syslog timestamps, which have none (IANA name)",
+        "ZONE",
+        commands=INPUT,
+    ),
+    Option("mapping_user", text, "", "mapping format: dotted path of the account ID", "PATH", commands=INPUT),
+    Option("mapping_ip", text, "", "mapping format: dotted path of the address", "PATH", commands=INPUT),
+    Option("mapping_timestamp", text, "", "mapping format: dotted path of the time", "PATH", commands=INPUT),
+    Option(
+        "mapping_timestamp_format",
+        text,
+        "rfc3339",
+        "mapping format: rfc3339, epoch_s, epoch_ms or a strptime pattern",
+        "FORMAT",
+        commands=INPUT,
+    ),
+    Option(
+        "mapping_outcome",
+        text,
+        "",
+        "mapping format: dotted path of the outcome (absent = success)",
+        "PATH",
+        commands=INPUT,
+    ),
+    Option(
+        "mapping_success_values",
+        csv_list,
+        "success",
+        "mapping format: outcome values that mean success",
+        "VALUES",
+        commands=INPUT,
+    ),
+    Option(
+        "mapping_event_id",
+        text,
+        "",
+        "mapping format: dotted path of the event id (optional)",
+        "PATH",
+        commands=INPUT,
+    ),
+    Option(
+        "max_batch_bytes",
+        number(1024, 1 << 30, True),
+        16 << 20,
+        "longest line or message that is a vendor page "
+        'of records ({"value": [...]}, {"records": [...]}, ...)',
+        "BYTES",
+        commands=INPUT,
+    ),
+    Option(
+        "max_document_bytes",
+        number(1024, 1 << 34, True),
+        256 << 20,
+        "largest file read as one JSON document (a pretty-printed export)",
+        "BYTES",
+        commands=("replay", "tune", "normalize"),
+    ),
     # -- replay -----------------------------------------------------------------------------------
     Option("output", text, "-", "where alerts go, JSON Lines ('-' = stdout)", "FILE", commands=("replay",)),
     Option(
@@ -499,9 +615,21 @@ OPTIONS: tuple[Option, ...] = (
         commands=KAFKA,
     ),
     # -- logging ----------------------------------------------------------------------------------
-    Option("log_level", choice("debug", "info", "warning", "error"), "info", "log verbosity", "LEVEL"),
     Option(
-        "log_format", choice("text", "json"), "text", "log lines as text, or JSON for log shippers", "FORMAT"
+        "log_level",
+        choice("debug", "info", "warning", "error"),
+        "info",
+        "log verbosity",
+        "LEVEL",
+        commands=INPUT,
+    ),
+    Option(
+        "log_format",
+        choice("text", "json"),
+        "text",
+        "log lines as text, or JSON for log shippers",
+        "FORMAT",
+        commands=INPUT,
     ),
 )
 
@@ -525,13 +653,15 @@ def _parse(option: Option, value: Any, where: str) -> Any:
 def _flatten_toml(data: Mapping[str, Any], path: str, source: str) -> dict[str, tuple[Any, str]]:
     """Top-level keys are settings; tables group settings for readability ([kafka], [detection], ...)."""
     out: dict[str, tuple[Any, str]] = {}
+    table = path.rstrip(".").rsplit(".", 1)[-1]
     for key, value in data.items():
         if isinstance(value, dict) and key not in _BY_KEY:
             out.update(_flatten_toml(value, f"{path}{key}.", source))
             continue
-        if key not in _BY_KEY:
+        name = key if key in _BY_KEY else f"{table}_{key}"  # [mapping] user -> mapping_user
+        if name not in _BY_KEY:
             raise ConfigError(f"{path}{key} (in {source})", "unknown setting")
-        out[key] = (value, f"{path}{key} (in {source})")
+        out[name] = (value, f"{path}{key} (in {source})")
     return out
 
 

@@ -116,10 +116,13 @@ class Engine:
         self.tally = Tally()
 
     def locate(self, event: SignIn) -> Location | None:
-        """Where the sign-in was: the GeoIP database, else (when allowed) the identity provider's own."""
+        """Where the sign-in was: the GeoIP database, else (when allowed) the identity provider's own.
+        An address the provider flagged as a proxy counts as a hosting/VPN network."""
         location = self.geo.locate(event.ip)
         if location is None and self.use_vendor_location:
             location = event.vendor_location
+        if location is not None and event.proxy and location.network is None:
+            location = replace(location, network="hosting")
         return location
 
     def _current(self, state: AccountState | None) -> AccountState | None:
@@ -135,9 +138,9 @@ class Engine:
             if v.location.database not in (db, None):
                 moved = self.geo.locate(v.ip)
                 if moved is not None:
-                    v = replace(v, location=moved)
+                    v = v._replace(location=moved)
             visits.append(v)
-        return replace(state, visits=tuple(visits))
+        return state._replace(visits=tuple(visits))
 
     def process(self, events: Iterable[SignIn], rejected: Iterable[str] = ()) -> BatchResult:
         """Evaluate sign-ins in the order given (the reorder buffer puts them in event-time order),

@@ -30,9 +30,11 @@ from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from detector import __version__, logs
-from detector.codec import Limits, decode_event, encode_alert
+from detector.codec import encode_alert
 from detector.engine import Engine
-from detector.errors import BrokerError, InvalidEvent
+from detector.errors import BrokerError
+from detector.formats import Normalizer
+from detector.ingest import normalizer_from
 from detector.metrics import Health, Metrics
 from detector.reorder import ReorderBuffer
 
@@ -62,10 +64,16 @@ def client_options(settings: Any) -> dict[str, Any]:
     }
 
 
+def brief(exc: BaseException, limit: int = 300) -> str:
+    """An error in one short line (the client's messages can repeat whole requests and responses)."""
+    text = " ".join(str(exc).split())
+    return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
 def describe_broker_error(exc: BaseException, bootstrap: str) -> str:
     if isinstance(exc, kerr.KafkaTimeoutError | OSError) or "bootstrap" in str(exc).lower():
-        return f"cannot reach Kafka at {bootstrap}: no broker answered ({exc})"
-    return f"Kafka at {bootstrap} refused us: {type(exc).__name__}: {exc}"
+        return f"cannot reach Kafka at {bootstrap}: no broker answered ({brief(exc)})"
+    return f"Kafka at {bootstrap} refused us: {brief(exc)}"
 
 
 def connect_admin(settings: Any) -> KafkaAdminClient:
@@ -99,7 +107,7 @@ def ensure_topics(admin: KafkaAdminClient, settings: Any, topics: dict[str, dict
     except kerr.TopicAlreadyExistsError:
         pass  # another instance created it meanwhile
     except (kerr.KafkaError, OSError) as exc:
-        raise BrokerError(f"cannot create topics {', '.join(missing)}: {type(exc).__name__}: {exc}") from exc
+        raise BrokerError(f"cannot create topics {', '.join(missing)}: {brief(exc)}") from exc
     logs.event(log, "topics created", topics=",".join(missing), partitions=settings.topic_partitions)
 
 
@@ -134,6 +142,22 @@ class _Assignment(ConsumerRebalanceListener):
         self.changed = True
 
 
+def input_topics(settings: Any) -> list[str]:
+    return [t.strip() for t in settings.input_topic.split(",") if t.strip()]
+
+
+def topic_normalizers(settings: Any) -> tuple[Normalizer, dict[str, Normalizer]]:
+    """The default normalizer, and one per topic named in ``format`` (``topic=format,...``)."""
+    default, per_topic = "auto", {}
+    for part in settings.format.split(","):
+        topic, _, fmt = part.strip().rpartition("=")
+        if topic:
+            per_topic[topic.strip()] = normalizer_from(settings, fmt.strip())
+        else:
+            default = fmt.strip()
+    return normalizer_from(settings, default), per_topic
+
+
 def transactional_id(settings: Any) -> str:
     """Stable per instance when ``instance_id`` is set, so a restart fences its predecessor at once."""
     if settings.instance_id:
@@ -150,15 +174,16 @@ class Pipeline:
         engine: Engine,
         metrics: Metrics,
         health: Health,
-        limits: Limits,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.s = settings
         self.engine = engine
         self.metrics = metrics
         self.health = health
-        self.limits = limits
         self.clock = clock
+        self.topics = input_topics(settings)
+        # Per input topic: its format (``format = topic=okta,...``), else the default (auto-detected).
+        self.normalizer, self.normalizers = topic_normalizers(settings)
         self.transactional = bool(settings.transactions)
         self.consumer: KafkaConsumer | None = None
         self.producer: KafkaProducer | None = None
@@ -197,7 +222,7 @@ class Pipeline:
         if s.instance_id:
             options["group_instance_id"] = s.instance_id
         consumer = KafkaConsumer(**options)
-        consumer.subscribe([s.input_topic], listener=self.assignment)
+        consumer.subscribe(self.topics, listener=self.assignment)
         return consumer
 
     def _new_producer(self) -> KafkaProducer:
@@ -282,9 +307,7 @@ class Pipeline:
                 polled = self.consumer.poll(timeout_ms=int(timeout * 1000))
             except (kerr.KafkaError, OSError) as exc:
                 self.metrics.broker_errors.labels(type(exc).__name__).inc()
-                logs.event(
-                    log, "poll failed; retrying", logging.WARNING, error=f"{type(exc).__name__}: {exc}"
-                )
+                logs.event(log, "poll failed; retrying", logging.WARNING, error=brief(exc))
                 stop.wait(1.0)
                 continue
             if self.assignment.changed:
@@ -318,22 +341,33 @@ class Pipeline:
     def _hold(self, polled: dict[TopicPartition, list[Any]]) -> list[tuple[Any, str]]:
         """Decode polled records into the reorder buffer; returns the records that are not sign-ins."""
         bad: list[tuple[Any, str]] = []
-        limits, buffer, arrived = self.limits, self.buffer, time.monotonic()
+        buffer, arrived = self.buffer, time.monotonic()
         # Sign-ins that are already old on arrival come in bursts (a backlog, a replayed stream) where
         # partitions can be milliseconds out of step: those wait a moment; fresh ones go at once.
         old_before, hold = self.clock() - FRESH_S, self.s.reorder_min_wait
         for tp, records in polled.items():
             newest = self._newest.get(tp, float("-inf"))
+            normalizer = self.normalizers.get(tp.topic, self.normalizer)
             for record in records:
-                try:
-                    if record.value is None:
-                        raise InvalidEvent("empty: no value")
-                    event = decode_event(record.value, limits)
-                except InvalidEvent as exc:
-                    bad.append((record, exc.reason))
+                if record.value is None:
+                    bad.append((record, "empty: no value"))
                     continue
-                buffer.add(event, tp, record.offset, arrived, hold if event.time < old_before else 0.0)
-                newest = max(newest, event.time)
+                reasons = []
+                for outcome in normalizer.records(record.value):
+                    if outcome.error is not None:
+                        reasons.append(outcome.error.reason)
+                    for event in outcome.signins:
+                        buffer.add(
+                            event, tp, record.offset, arrived, hold if event.time < old_before else 0.0
+                        )
+                        newest = max(newest, event.time)
+                if reasons:  # the message goes to the DLQ once, with its first reason and a count
+                    bad.append(
+                        (
+                            record,
+                            reasons[0] if len(reasons) == 1 else f"{reasons[0]} (+{len(reasons) - 1} more)",
+                        )
+                    )
             self._newest[tp] = newest
             self._next[tp] = records[-1].offset + 1
         return bad
@@ -490,7 +524,7 @@ class Pipeline:
             log,
             "batch committed after all" if committed else "batch not committed; it will be redone",
             logging.WARNING,
-            error=f"{type(exc).__name__}: {exc}",
+            error=brief(exc),
         )
         return committed
 

@@ -1,14 +1,19 @@
-"""The detector's data: plain, frozen values shared by every layer.
+"""The detector's data: plain, immutable values shared by every layer.
 
 Times are event times in epoch seconds (UTC) as floats: exact to the microsecond for any date this
 detector accepts, and what the batched numpy arithmetic wants. ``utc_text`` and ``to_datetime`` give
 the timezone-aware forms for output.
+
+The values made once per event or per stored sign-in (``SignIn``, ``Visit``, ``AccountState``,
+``Alerted``) are named tuples: as immutable as a frozen dataclass and about three times cheaper to
+create, which is a measurable share of the hot path. The rarer ones are frozen, slotted dataclasses.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import NamedTuple
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -57,6 +62,14 @@ class Location:
     asn: int | None = None
     asn_org: str | None = None
     network: str | None = None
+    # Identity of the place for history and repeat logic (see rules.place_key); computed once, as
+    # locations are shared by every address of a database network.
+    place: str = field(default="", compare=False)
+
+    def __post_init__(self) -> None:
+        if not self.place:
+            key = f"{self.country or '?'}|{self.city or ''}|{self.latitude:.0f},{self.longitude:.0f}"
+            object.__setattr__(self, "place", key)
 
     @property
     def country_level(self) -> bool:
@@ -73,8 +86,7 @@ class Location:
         return f"{self.latitude:.2f},{self.longitude:.2f}"
 
 
-@dataclass(frozen=True, slots=True)
-class SignIn:
+class SignIn(NamedTuple):
     """One canonical sign-in event, validated: normalised IP, UTC epoch time, a stable event id."""
 
     user: str
@@ -85,14 +97,15 @@ class SignIn:
     # Coordinates the identity provider itself reported, if any (used only when configured and the
     # GeoIP database has no location for the address).
     vendor_location: Location | None = None
+    # The identity provider flagged the address as a proxy or anonymiser.
+    proxy: bool = False
 
     @property
     def timestamp(self) -> datetime:
         return to_datetime(self.time)
 
 
-@dataclass(frozen=True, slots=True)
-class Visit:
+class Visit(NamedTuple):
     """A located sign-in as remembered in an account's history."""
 
     event_id: str
@@ -101,8 +114,7 @@ class Visit:
     location: Location
 
 
-@dataclass(frozen=True, slots=True)
-class Alerted:
+class Alerted(NamedTuple):
     """An alert remembered by its account: its id, both places, and the later sign-in's event time."""
 
     alert_id: str
@@ -113,8 +125,7 @@ class Alerted:
     time: float
 
 
-@dataclass(frozen=True, slots=True)
-class AccountState:
+class AccountState(NamedTuple):
     """What the detector remembers of one account.
 
     ``visits``: recent located successful sign-ins, oldest first, at most the policy's history size.

@@ -136,8 +136,8 @@ class Decision:
 
 def place_key(loc: Location) -> str:
     """Identity of a place in the history: the city (or country) and a ~100 km grid cell, so that two
-    towns of one name stay apart."""
-    return f"{loc.country or '?'}|{loc.city or ''}|{loc.latitude:.0f},{loc.longitude:.0f}"
+    towns of one name stay apart (computed once per location, see ``Location.place``)."""
+    return loc.place
 
 
 def alert_id(user: str, earlier_event_id: str, later_event_id: str) -> str:

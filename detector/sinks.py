@@ -1,4 +1,5 @@
-"""File sinks for replay: alerts and rejects as JSON Lines (a path, or '-' for stdout)."""
+"""File sinks for replay: alerts and rejects as JSON Lines (a path, or '-' for stdout; rejects may go
+to '-' for stderr in `normalize`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import orjson
 
 from detector.codec import encode_alert
 from detector.errors import SourceError
-from detector.model import Alert
+from detector.model import Alert, SignIn, utc_text
 
 RAW_KEEP = 1024
 
@@ -51,17 +52,21 @@ def raw_text(raw: bytes) -> str:
 
 
 class RejectsFile:
-    """``{"file": ..., "line": N, "reason": "...", "raw": "<first 1 KiB>"}`` per rejected line."""
+    """``{"file": ..., "line": N, "reason": "...", "raw": "<first 1 KiB>"}`` per rejected line
+    (``"record": i`` added for the i-th record of a line or document holding several)."""
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fh = _open(path) if path else None
+    def __init__(self, path: str, stream: IO[bytes] | None = None) -> None:
+        self.path = "-" if stream is not None else path
+        self._fh = stream if stream is not None else (_open(path) if path else None)
         self.written = 0
 
-    def write(self, origin: str, line: int, reason: str, raw: bytes) -> None:
+    def write(self, origin: str, line: int, reason: str, raw: bytes, record_index: int | None = None) -> None:
+        """One rejected record; ``record_index`` is its place inside a line or document of several."""
         self.written += 1
         if self._fh is not None:
-            record = {"file": origin, "line": line, "reason": reason, "raw": raw_text(raw)}
+            record: dict[str, object] = {"file": origin, "line": line, "reason": reason, "raw": raw_text(raw)}
+            if record_index:
+                record["record"] = record_index
             self._fh.write(orjson.dumps(record) + b"\n")
 
     def close(self) -> None:
@@ -69,3 +74,26 @@ class RejectsFile:
             self._fh.close()
         elif self._fh is not None:
             self._fh.flush()
+
+
+def signin_to_dict(s: SignIn) -> dict[str, object]:
+    """A sign-in as a canonical event (schemas/signin-event.schema.json), for `normalize`."""
+    out: dict[str, object] = {
+        "user": s.user,
+        "ip": s.ip,
+        "timestamp": utc_text(s.time),
+        "event_id": s.event_id,
+        "outcome": "success" if s.success else "failure",
+    }
+    v = s.vendor_location
+    if v is not None:
+        out["vendor_location"] = {
+            "latitude": v.latitude,
+            "longitude": v.longitude,
+            "country": v.country,
+            "city": v.city,
+            "source": v.source,
+        }
+    if s.proxy:
+        out["proxy"] = True
+    return out

@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
+import orjson
+
 from detector.errors import SourceError
 
 _BOM = b"\xef\xbb\xbf"
@@ -26,14 +28,17 @@ class Line:
     raw: bytes
     too_long: bool = False
     length: int = 0
+    # The whole file, when it is one JSON document (a pretty-printed vendor export) rather than lines.
+    document: bool = False
 
 
 class LineReader:
     """Reads several inputs one after another; ``bytes_read()``/``bytes_total`` drive a progress bar."""
 
-    def __init__(self, inputs: list[str], max_line_bytes: int) -> None:
+    def __init__(self, inputs: list[str], max_line_bytes: int, max_document_bytes: int = 256 << 20) -> None:
         self.inputs = inputs
         self.max_line_bytes = max_line_bytes
+        self.max_document_bytes = max_document_bytes
         self.bytes_total = 0
         self._done_bytes = 0
         self._current: IO[bytes] | None = None
@@ -69,7 +74,10 @@ class LineReader:
                 fh: IO[bytes] = raw
                 if path != "-" and raw.peek(2)[:2] == b"\x1f\x8b":  # type: ignore[union-attr]
                     fh = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
-                yield from self._lines(fh, origin)
+                if path != "-" and self._is_document(fh):
+                    yield Line(origin, 1, fh.read(self.max_document_bytes), document=True)
+                else:
+                    yield from self._lines(fh, origin)
             except (OSError, EOFError) as exc:
                 raise SourceError(f"{origin}: read failed: {exc}") from None
             finally:
@@ -77,6 +85,28 @@ class LineReader:
                     self._done_bytes += os.fstat(raw.fileno()).st_size
                     self._current = None
                     raw.close()
+
+    def _is_document(self, fh: IO[bytes]) -> bool:
+        """A file whose first line is not a JSON value by itself but whose whole content is (a pretty-
+        printed page). Anything else, a broken first line included, is read line by line."""
+        first = fh.readline(self.max_line_bytes).strip().lstrip(_BOM)
+        fh.seek(0)
+        if first[:1] not in (b"{", b"["):
+            return False
+        try:
+            orjson.loads(first)
+            return False
+        except orjson.JSONDecodeError:
+            pass
+        whole = fh.read(self.max_document_bytes + 1)
+        fh.seek(0)
+        if len(whole) > self.max_document_bytes:
+            return False
+        try:
+            orjson.loads(whole.lstrip(_BOM))
+            return True
+        except orjson.JSONDecodeError:
+            return False
 
     def _lines(self, fh: IO[bytes], origin: str) -> Iterator[Line]:
         limit = self.max_line_bytes + 2  # room for \r\n

@@ -19,12 +19,11 @@ from typing import Any
 
 import orjson
 
-from detector.app import build_engine, decode_lines, exceptions_from, limits_from, open_geoip, policy_from
+from detector.app import build_engine, detect_files, exceptions_from, open_geoip, policy_from, reader_for
 from detector.errors import ConfigError
-from detector.reorder import ReorderBuffer
+from detector.ingest import Ingest
 from detector.rules import Alerted, Candidate, Policy, alert_id, is_repeat
 from detector.sinks import RejectsFile
-from detector.sources import LineReader
 from detector.traffic import Score
 
 
@@ -116,39 +115,18 @@ def run_tune(
     engine.policy = replace(
         engine.policy, max_speed_kmh=loosest.max_speed_kmh, min_distance_km=loosest.min_distance_km
     )
-    reader = LineReader(inputs, settings.max_event_bytes)
-    limits = limits_from(settings)
+    reader = reader_for(settings, inputs)
     rejects = RejectsFile(settings.rejects)
-    buffer = ReorderBuffer(settings.reorder_window)
-    newest = float("-inf")
     candidates: list[Candidate] = []
-    lines = 0
-
-    def detect(chunk: list[Any]) -> None:
-        nonlocal newest
-        events, reasons = decode_lines(chunk, limits, rejects)
-        for event in events:
-            buffer.add(event)
-            newest = max(newest, event.time)
-        result = engine.process(buffer.release(newest), reasons)
-        engine.commit(result)
-        candidates.extend(result.candidates)
-
     try:
-        chunk: list[Any] = []
-        for line in reader:
-            chunk.append(line)
-            if len(chunk) >= settings.batch_size:
-                lines += len(chunk)
-                detect(chunk)
-                chunk = []
-                if progress:
-                    progress.update(reader.bytes_read(), lines, len(candidates))
-        lines += len(chunk)
-        detect(chunk)
-        result = engine.process(buffer.drain())
-        engine.commit(result)
-        candidates.extend(result.candidates)
+        lines = detect_files(
+            settings,
+            reader,
+            Ingest(settings, rejects),
+            engine,
+            lambda r: candidates.extend(r.candidates),
+            lambda n: progress.update(reader.bytes_read(), n, len(candidates)) if progress else None,
+        )
     finally:
         rejects.close()
         geo.close()

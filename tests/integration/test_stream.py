@@ -213,3 +213,80 @@ def test_unreachable_broker_fails_fast_with_a_clear_message(tmp_path: Path, real
     assert b"cannot reach Kafka at 127.0.0.1:" in res.stderr
     assert b"Traceback" not in res.stderr
     assert time.monotonic() - started < 30
+
+
+def test_native_formats_per_topic_and_auto_detected(topics: Topics, real_db: str, detectors: Any) -> None:
+    """One topic fixed to Okta, another auto-detected (CloudTrail here): both give their alerts."""
+    okta_topic = f"{topics.input}-okta"
+    create_topic(topics.bootstrap, topics.input)
+    create_topic(topics.bootstrap, okta_topic)
+    det = detectors(
+        topics, real_db, "--input-topic", f"{topics.input},{okta_topic}", "--format", f"{okta_topic}=okta"
+    )
+    det.wait_ready()
+    now = time.time()
+
+    def okta(uuid: str, ip: str, t: float) -> bytes:
+        when = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime(t))
+        return orjson.dumps(
+            {
+                "uuid": uuid,
+                "published": when,
+                "eventType": "user.session.start",
+                "actor": {"alternateId": "jane@example.com"},
+                "client": {"ipAddress": ip},
+                "outcome": {"result": "SUCCESS"},
+            }
+        )
+
+    def trail(eid: str, ip: str, t: float) -> bytes:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(t))
+        return orjson.dumps(
+            {
+                "Records": [
+                    {
+                        "eventVersion": "1.08",
+                        "eventSource": "signin.amazonaws.com",
+                        "eventName": "ConsoleLogin",
+                        "eventTime": when,
+                        "sourceIPAddress": ip,
+                        "userIdentity": {"type": "IAMUser", "arn": "arn:aws:iam::1:user/bob"},
+                        "responseElements": {"ConsoleLogin": "Success"},
+                        "eventID": eid,
+                    }
+                ]
+            }
+        )
+
+    produce(
+        topics.bootstrap,
+        okta_topic,
+        [
+            okta("o1", "81.2.69.142", now - 600),
+            okta("o2", "1.21.128.10", now - 300),
+            b'{"eventType": "user.session.end", "published": "2024-03-01T10:00:00Z"}',
+        ],
+    )
+    produce(
+        topics.bootstrap,
+        topics.input,
+        [trail("c1", "81.2.69.142", now - 600), trail("c2", "4.7.5.10", now - 60)],
+    )
+    det.wait_events(5)
+    det.wait_for(
+        lambda: (
+            len(
+                alerts_in(
+                    topics.bootstrap,
+                    topics.alerts,
+                )
+            )
+            >= 2
+        ),
+        "two alerts",
+    )
+    alerts = alerts_in(topics.bootstrap, topics.alerts)
+    assert sorted(a["user"] for a in alerts) == ["arn:aws:iam::1:user/bob", "jane@example.com"]
+    dead = read_all(topics.bootstrap, topics.dlq)
+    assert len(dead) == 1 and dict(dead[0].headers)["reason"].startswith(b"not a sign-in")
+    assert det.stop() == 0

@@ -1,0 +1,221 @@
+"""Native sign-in formats -> canonical ``SignIn``.
+
+``Normalizer.records(raw)`` takes one line (replay), one message (Kafka) or one whole document (a
+pretty-printed file), unwraps vendor pages (``{"value": [...]}``, ``{"records": [...]}``,
+``{"Records": [...]}``, ``{"items": [...]}``, JSON arrays), detects the format of each record (unless
+one is fixed) and yields, per record, either its sign-ins or the ``InvalidEvent`` that says why it has
+none. Formats:
+
+    canonical   schemas/signin-event.schema.json
+    entra       Microsoft Entra ID: Graph signIn resources and Azure Monitor / Event Hub records
+    okta        Okta System Log
+    cloudtrail  AWS CloudTrail ConsoleLogin
+    gworkspace  Google Workspace login activities
+    sshd        OpenSSH server syslog lines
+    mapping     any JSON, through configured dotted paths
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from detector.codec import Limits, decode_event, event_from_mapping, parse_json
+from detector.errors import InvalidEvent
+from detector.formats.base import NotASignIn, Options
+from detector.formats.cloudtrail import cloudtrail, is_cloudtrail
+from detector.formats.entra import entra, is_graph, is_monitor
+from detector.formats.gworkspace import gworkspace, is_gworkspace
+from detector.formats.mapping import FieldMapping
+from detector.formats.okta import is_okta, okta
+from detector.formats.sshd import SyslogClock, looks_like_syslog, sshd
+from detector.model import SignIn
+
+FORMATS = ("auto", "canonical", "entra", "okta", "cloudtrail", "gworkspace", "sshd", "mapping")
+WRAPPERS = ("value", "records", "Records", "items")
+
+__all__ = ["FORMATS", "FieldMapping", "Normalizer", "NotASignIn", "Options", "Outcome", "SyslogClock"]
+
+
+@dataclass
+class Outcome:
+    """One record's result: its sign-ins, or why it has none; ``index`` within its line or message."""
+
+    index: int
+    signins: list[SignIn] = field(default_factory=list)
+    error: InvalidEvent | None = None
+    raw: bytes = b""
+
+
+def _canonical(record: Mapping[str, Any], options: Options) -> list[SignIn]:
+    return [event_from_mapping(record, options.limits)]
+
+
+def _is_canonical(record: Mapping[str, Any]) -> bool:
+    return "user" in record and "ip" in record and "timestamp" in record
+
+
+class Normalizer:
+    """Turns lines, messages and documents of any supported format into sign-ins."""
+
+    def __init__(
+        self,
+        fmt: str = "auto",
+        options: Options | None = None,
+        mapping: FieldMapping | None = None,
+        syslog: SyslogClock | None = None,
+        max_batch_bytes: int = 16 << 20,
+    ) -> None:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}")
+        if fmt == "mapping" and mapping is None:
+            raise ValueError("the mapping format needs a [mapping] section")
+        self.fmt = fmt
+        self.options = options or Options()
+        self.mapping = mapping
+        self.syslog = syslog
+        self.max_batch_bytes = max_batch_bytes
+        self._fixed: dict[str, Callable[[Mapping[str, Any], Options], list[SignIn]]] = {
+            "canonical": _canonical,
+            "entra": entra,
+            "okta": okta,
+            "cloudtrail": cloudtrail,
+            "gworkspace": gworkspace,
+        }
+        if mapping is not None:
+            self._fixed["mapping"] = mapping
+
+    @property
+    def limits(self) -> Limits:
+        return self.options.limits
+
+    # -- detection -------------------------------------------------------------------------------
+
+    def detect(self, record: Mapping[str, Any]) -> str | None:
+        """The format of one record, by its fields (first match wins; canonical first)."""
+        if _is_canonical(record):
+            return "canonical"
+        if is_monitor(record) or is_graph(record):
+            return "entra"
+        if is_okta(record):
+            return "okta"
+        if is_cloudtrail(record):
+            return "cloudtrail"
+        if is_gworkspace(record):
+            return "gworkspace"
+        if self.mapping is not None and self.mapping.matches(record):
+            return "mapping"
+        if "user" in record or "ip" in record or "timestamp" in record:
+            return "canonical"  # a canonical event with fields missing: say which
+        return None
+
+    def record(self, record: Any) -> list[SignIn]:
+        """The sign-ins of one parsed record (raises ``InvalidEvent``/``NotASignIn``)."""
+        if not isinstance(record, dict):
+            raise InvalidEvent(f"not an object: {type(record).__name__}")
+        fmt = self.fmt if self.fmt not in ("auto", "sshd") else self.detect(record)
+        if fmt is None:
+            keys = ", ".join(sorted(record)[:6])
+            raise InvalidEvent(f"unknown format: no known sign-in fields (keys: {keys})")
+        return self._fixed[fmt](record, self.options)
+
+    # -- lines, messages, documents --------------------------------------------------------------
+
+    def records(self, raw: bytes, document: bool = False) -> Iterator[Outcome]:
+        """One ``Outcome`` per record in a line, a message, or (``document``) a whole file."""
+        limits = self.limits
+        if (
+            self.fmt in ("auto", "canonical")
+            and not document
+            and raw[:1] == b"{"
+            and len(raw) <= limits.max_event_bytes
+        ):
+            try:  # the common case first: one canonical event
+                yield Outcome(0, [decode_event(raw, limits)], raw=raw)
+                return
+            except InvalidEvent:
+                pass  # another format, or a broken record: the general path says which
+        head = raw.lstrip()[:1]
+        if head not in (b"{", b"[") and self.fmt in ("auto", "sshd") and head:
+            yield self._text(raw)
+            return
+        big = len(raw) > limits.max_event_bytes
+        try:
+            if big:
+                if not document and len(raw) > self.max_batch_bytes:
+                    raise InvalidEvent(f"too large: {len(raw)} bytes > {self.max_batch_bytes}")
+                doc = parse_json(
+                    raw, Limits(len(raw), limits.max_depth, limits.max_user_chars, limits.max_field_chars)
+                )
+            else:
+                doc = parse_json(raw, limits)
+        except InvalidEvent as exc:
+            yield Outcome(0, error=exc, raw=raw)
+            return
+        items = self._unwrap(doc)
+        if items is None:
+            if big:
+                yield Outcome(
+                    0, error=InvalidEvent(f"too large: {len(raw)} bytes > {limits.max_event_bytes}"), raw=raw
+                )
+                return
+            items = [doc]
+            wrapped = False
+        else:
+            wrapped = True
+        for index, item in enumerate(items):
+            item_raw = raw if not wrapped else b""
+            try:
+                if wrapped:
+                    item_raw = orjson.dumps(item)
+                    if len(item_raw) > limits.max_event_bytes:
+                        raise InvalidEvent(
+                            f"too large: record of {len(item_raw)} bytes > {limits.max_event_bytes}"
+                        )
+                yield Outcome(index, self.record(item), raw=item_raw)
+            except InvalidEvent as exc:
+                yield Outcome(index, error=exc, raw=item_raw)
+
+    def _unwrap(self, doc: Any) -> list[Any] | None:
+        """The records of a vendor page (a list of objects, or an object holding one under a wrapper
+        key), or None when ``doc`` is not a page."""
+        if isinstance(doc, list):
+            if not doc or not all(isinstance(item, dict) for item in doc):
+                return None
+            out: list[Any] = []
+            for item in doc:
+                inner = self._unwrap(item)
+                out.extend(inner if inner is not None else [item])
+            return out
+        if isinstance(doc, dict) and not _is_canonical(doc) and self.detect(doc) is None:
+            lists = [k for k in WRAPPERS if isinstance(doc.get(k), list)]
+            if len(lists) == 1 and all(isinstance(item, dict) for item in doc[lists[0]]):
+                return list(doc[lists[0]]) or None
+        return None
+
+    def _text(self, raw: bytes) -> Outcome:
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return Outcome(0, error=InvalidEvent("not UTF-8"), raw=raw)
+        if len(raw) > self.limits.max_event_bytes:
+            return Outcome(
+                0, error=InvalidEvent(f"too large: {len(raw)} bytes > {self.limits.max_event_bytes}"), raw=raw
+            )
+        if self.fmt == "sshd" or looks_like_syslog(line):
+            if self.syslog is None:
+                self.syslog = SyslogClock.make(None, "UTC", None, time.time())
+            clock = self.syslog
+            try:
+                return Outcome(0, sshd(line.rstrip("\r\n"), self.options, clock), raw=raw)
+            except InvalidEvent as exc:
+                return Outcome(0, error=exc, raw=raw)
+        try:
+            parse_json(raw, self.limits)
+        except InvalidEvent as exc:
+            return Outcome(0, error=exc, raw=raw)
+        return Outcome(0, error=InvalidEvent("bad JSON: not an object"), raw=raw)

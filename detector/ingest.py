@@ -1,0 +1,109 @@
+"""Files -> sign-ins: lines (or whole documents) through the format normalizer, rejects with reasons.
+
+Shared by ``replay``, ``tune`` and ``normalize``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from detector.codec import Limits
+from detector.config import ConfigError
+from detector.formats import FieldMapping, Normalizer, Options, SyslogClock
+from detector.model import SignIn
+from detector.sinks import RejectsFile
+from detector.sources import Line
+
+
+def limits_from(settings: Any) -> Limits:
+    return Limits(
+        max_event_bytes=settings.max_event_bytes,
+        max_depth=settings.max_depth,
+        max_user_chars=settings.max_user_chars,
+    )
+
+
+def normalizer_from(settings: Any, fmt: str | None = None) -> Normalizer:
+    """The normalizer for one input format (``settings.format`` unless given)."""
+    fmt = fmt or settings.format
+    if "=" in fmt:
+        raise ConfigError("--format", "topic=format pairs are for `run`; give one format")
+    try:
+        return Normalizer(
+            fmt,
+            Options(limits_from(settings), settings.vendor_radius_km),
+            FieldMapping.from_settings(settings),
+            max_batch_bytes=settings.max_batch_bytes,
+        )
+    except ValueError as exc:
+        raise ConfigError("--format", str(exc)) from None
+
+
+class Ingest:
+    """Decodes chunks of ``Line``s; every record becomes sign-ins or a reject with its reason."""
+
+    def __init__(self, settings: Any, rejects: RejectsFile, clock: Any = time.time) -> None:
+        self.settings = settings
+        self.rejects = rejects
+        self.clock = clock
+        self.normalizer = normalizer_from(settings)
+        self.limits = self.normalizer.limits
+        self._origin: str | None = None
+        self.assumptions: dict[str, str] = {}  # file -> what BSD syslog timestamps were taken to mean
+        self.lines = 0
+        self.records = 0
+
+    def _file_changed(self, origin: str) -> None:
+        self._record_assumption()
+        self._origin = origin
+        try:
+            mtime: float | None = os.stat(origin).st_mtime if origin != "<stdin>" else None
+        except OSError:
+            mtime = None
+        s = self.settings
+        self.normalizer.syslog = SyslogClock.make(
+            s.syslog_year or None, s.syslog_timezone, mtime, self.clock()
+        )
+
+    def _record_assumption(self) -> None:
+        clock = self.normalizer.syslog
+        if self._origin is not None and clock is not None and clock.used:
+            why = (
+                "given"
+                if self.settings.syslog_year
+                else ("the file's modification year" if self._origin != "<stdin>" else "the current year")
+            )
+            self.assumptions[self._origin] = (
+                f"{clock.describe()} ({why}; set --syslog-year and --syslog-timezone)"
+            )
+
+    def finish(self) -> None:
+        self._record_assumption()
+
+    def decode(self, lines: Iterable[Line]) -> tuple[list[SignIn], list[str]]:
+        """Sign-ins of a chunk of lines, and the reasons of what was rejected (already written)."""
+        batch: list[SignIn] = []
+        reasons: list[str] = []
+        limits, normalizer, rejects = self.limits, self.normalizer, self.rejects
+        for line in lines:
+            self.lines += 1
+            if line.origin != self._origin:
+                self._file_changed(line.origin)
+            if line.too_long:
+                reason = f"too large: line of {line.length} bytes > {max(limits.max_event_bytes, normalizer.max_batch_bytes)}"
+                rejects.write(line.origin, line.number, reason, line.raw)
+                reasons.append(reason)
+                continue
+            raw = line.raw
+            for outcome in normalizer.records(raw, line.document):
+                self.records += 1
+                if outcome.error is None:
+                    batch.extend(outcome.signins)
+                else:
+                    reason = outcome.error.reason
+                    rejects.write(line.origin, line.number, reason, outcome.raw or raw, outcome.index)
+                    reasons.append(reason)
+        return batch, reasons
