@@ -12,12 +12,14 @@ import hashlib
 import ipaddress
 import math
 import re
-from collections.abc import Mapping
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+import numpy as np
 import orjson
 
 from detector.errors import InvalidEvent
@@ -74,11 +76,11 @@ def parse_json(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     """Parse one JSON document within the size and depth limits."""
     if len(raw) > limits.max_event_bytes:
         raise InvalidEvent(f"too large: {len(raw)} bytes > {limits.max_event_bytes}")
-    if not raw.strip():
-        raise InvalidEvent("empty")
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if not raw.strip():
+            raise InvalidEvent("empty") from None
         try:
             raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -100,6 +102,11 @@ def normalise_ip(text: str) -> str:
     Accepts ``1.2.3.4``, ``1.2.3.4:5678``, ``2001:db8::1``, ``[2001:db8::1]:443`` and IPv4-mapped IPv6
     (``::ffff:1.2.3.4``, which becomes ``1.2.3.4``). Raises ``ValueError`` otherwise.
     """
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+        return text  # a dotted quad, already canonical: the common case, without ipaddress objects
+    except OSError:
+        pass
     host = text.strip()
     if host.startswith("["):
         end = host.find("]")
@@ -157,6 +164,8 @@ def derive_event_id(user: str, ip: str, time: float, success: bool) -> str:
 
 def _text_field(obj: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:
     value = obj.get(name)
+    if value.__class__ is str and 0 < len(value) <= limit and not value.isspace():
+        return value  # the common case, with the fewest checks
     if value is None:
         if required:
             raise InvalidEvent(f"missing field: {name}")
@@ -187,7 +196,7 @@ def event_from_mapping(obj: object, limits: Limits = DEFAULT_LIMITS) -> SignIn:
         raise InvalidEvent("missing field: timestamp")
     time = parse_timestamp(obj["timestamp"])
     outcome = obj.get("outcome")
-    if outcome is None:
+    if outcome is None or outcome == "success":
         success = True
     elif isinstance(outcome, str) and outcome.lower() in ("success", "failure"):
         success = outcome.lower() == "success"
@@ -196,7 +205,97 @@ def event_from_mapping(obj: object, limits: Limits = DEFAULT_LIMITS) -> SignIn:
     event_id = _text_field(obj, "event_id", limits.max_field_chars, False)
     if event_id is None:
         event_id = derive_event_id(user, ip, time, success)
-    return SignIn(user=user, ip=ip, time=time, event_id=event_id, success=success)
+    return SignIn(user, ip, time, event_id, success)
+
+
+def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list[SignIn | InvalidEvent]:
+    """``decode_event`` for many records at once, with the same result for each, faster.
+
+    The common record (every field a plain string or number, the timestamp ``YYYY-MM-DDTHH:MM:SS[.f]Z``)
+    is checked inline and all such timestamps are parsed in one numpy call; anything else goes through
+    ``decode_event`` itself, so the two cannot disagree on what is valid."""
+    out: list[SignIn | InvalidEvent] = [_PENDING] * len(raws)
+    stamps: list[str] = []
+    waiting: list[tuple[int, str, str, str | None, bool]] = []
+    max_bytes, max_depth, max_user, max_field = (
+        limits.max_event_bytes,
+        limits.max_depth,
+        limits.max_user_chars,
+        limits.max_field_chars,
+    )
+    loads, norm = orjson.loads, normalise_ip
+    for i, raw in enumerate(raws):
+        obj = None
+        if len(raw) <= max_bytes and raw.count(b"{") + raw.count(b"[") <= max_depth:
+            try:
+                obj = loads(raw)
+            except orjson.JSONDecodeError:
+                obj = None
+        if obj.__class__ is dict:
+            user, ip, ts = obj.get("user"), obj.get("ip"), obj.get("timestamp")
+            eid, outcome = obj.get("event_id"), obj.get("outcome")
+            if (
+                user.__class__ is str
+                and 0 < len(user) <= max_user
+                and not user.isspace()
+                and ip.__class__ is str
+                and len(ip) <= 64
+                and ts.__class__ is str
+                and _plain_utc(ts)
+                and (
+                    eid is None or (eid.__class__ is str and 0 < len(eid) <= max_field and not eid.isspace())
+                )
+                and (outcome is None or outcome == "success" or outcome == "failure")
+            ):
+                try:
+                    address = norm(ip)
+                except ValueError:
+                    address = ""
+                if address:
+                    stamps.append(ts[:-1])
+                    waiting.append((i, user, address, eid, outcome != "failure"))
+                    continue
+        out[i] = _decode_one(raw, limits)
+    if waiting:
+        try:
+            seconds = (np.array(stamps, dtype="datetime64[us]").astype(np.int64) / 1e6).tolist()
+        except ValueError:  # one of them is no date (30 February...): each on its own
+            seconds = [None] * len(stamps)
+        for (i, user, address, eid, success), t in zip(waiting, seconds, strict=True):
+            if t is None or not MIN_TIME <= t < MAX_TIME:
+                out[i] = _decode_one(raws[i], limits)
+            else:
+                out[i] = SignIn(
+                    user,
+                    address,
+                    t,
+                    eid if eid is not None else derive_event_id(user, address, t, success),
+                    success,
+                )
+    return out
+
+
+_PENDING = InvalidEvent("not decoded")
+
+
+def _plain_utc(ts: str) -> bool:
+    """``YYYY-MM-DDTHH:MM:SS[.f]Z``: a shape that numpy's datetime64 parses exactly as ``parse_timestamp``
+    does once the Z is dropped (numpy checks the digits and the ranges; the range of years is ours)."""
+    n = len(ts)
+    return (
+        (n == 20 or (22 <= n <= 32 and ts[19] == "."))
+        and ts[-1] == "Z"
+        and ts[10] == "T"
+        and ts[4] == "-" == ts[7]
+        and ts[13] == ":" == ts[16]
+    )
+
+
+def _decode_one(raw: bytes, limits: Limits) -> SignIn | InvalidEvent:
+    try:
+        return decode_event(raw, limits)
+    except InvalidEvent as exc:
+        return exc
 
 
 def decode_event(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> SignIn:

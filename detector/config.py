@@ -292,6 +292,13 @@ OPTIONS: tuple[Option, ...] = (
         "DURATION",
         commands=KAFKA,
     ),
+    Option(
+        "state_cache_size",
+        number(1, 1 << 30, True),
+        100_000,
+        "accounts kept ready as objects; idle ones are packed (about 150 bytes each instead of 500)",
+        "N",
+    ),
     # -- GeoIP ------------------------------------------------------------------------------------
     Option(
         "geoip_db",

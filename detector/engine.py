@@ -16,8 +16,8 @@ from functools import lru_cache
 from typing import Protocol
 
 from detector.codec import reason_code
-from detector.model import AccountState, Alert, DatabaseInfo, Location, SignIn
-from detector.rules import Candidate, Policy, evaluate
+from detector.model import AccountState, Alert, DatabaseInfo, Location, SignIn, Visit
+from detector.rules import Candidate, Policy, advance, evaluate, is_duplicate
 from detector.state import StateStore
 
 Clock = Callable[[], float]
@@ -119,9 +119,11 @@ class Engine:
         """Where the sign-in was: the GeoIP database, else (when allowed) the identity provider's own.
         An address the provider flagged as a proxy counts as a hosting/VPN network."""
         location = self.geo.locate(event.ip)
-        if location is None and self.use_vendor_location:
+        if location is None:
+            if not self.use_vendor_location:
+                return None
             location = event.vendor_location
-        if location is not None and event.proxy and location.network is None:
+        if event.proxy and location is not None and location.network is None:
             location = replace(location, network="hosting")
         return location
 
@@ -131,11 +133,14 @@ class Engine:
         if state is None:
             return None
         db = self.geo.database
-        if all(v.location.database in (db, None) for v in state.visits):
-            return state
+        for v in state.visits:
+            if v.location.database is not db and v.location.database is not None:
+                break
+        else:
+            return state  # every visit located by the database in use (the common case)
         visits = []
         for v in state.visits:
-            if v.location.database not in (db, None):
+            if v.location.database is not db and v.location.database is not None:
                 moved = self.geo.locate(v.ip)
                 if moved is not None:
                     v = v._replace(location=moved)
@@ -154,32 +159,59 @@ class Engine:
             tally.rejected_by_reason[reason_code(reason)] += 1
         now = self.clock()
         policy, store, trusted, record = self.policy, self.store, self.trusted, self.record
+        locate, current, get = self.locate, self._current, store.get
+        evaluate_failures = policy.evaluate_failures
+        by_result, by_outcome = tally.by_result, tally.by_outcome
+        newest = tally.newest_event_time
         for event in events:
-            if event.time > tally.newest_event_time:
-                tally.newest_event_time = event.time
-            if not event.success and not policy.evaluate_failures:
-                tally.by_result["failure_ignored"] += 1
+            if event.time > newest:
+                newest = event.time
+            if not event.success and not evaluate_failures:
+                by_result["failure_ignored"] += 1
                 continue
             if trusted and trusted.contains(event.ip):
-                tally.by_result["trusted"] += 1
+                by_result["trusted"] += 1
                 continue
-            location = self.locate(event)
+            location = locate(event)
             if location is None:
-                tally.by_result["no_location"] += 1
+                by_result["no_location"] += 1
                 continue
-            stored = changes[event.user] if event.user in changes else store.get(event.user)
-            before = self._current(stored)
-            decision = evaluate(before, event, location, policy, now, record)
+            user = event.user
+            stored = changes[user] if user in changes else get(user)
+            state = current(stored)
+            if state is not None and record is None:
+                # The common case without the Decision machinery (the same rule: rules.advance).
+                if is_duplicate(state, event.event_id):
+                    by_result["duplicate"] += 1
+                    by_outcome["duplicate"] += 1
+                    continue
+                quick = advance(
+                    state, Visit(event.event_id, event.ip, event.time, location), event.success, policy
+                )
+                if quick is not None:
+                    changes[user] = quick[0]
+                    by_outcome[quick[1]] += 1
+                    continue
+            decision = evaluate(state, event, location, policy, now, record)
             if decision.state is not stored:
-                changes[event.user] = decision.state
-            tally.by_result["duplicate" if decision.outcome == "duplicate" else "evaluated"] += 1
-            tally.by_outcome[decision.outcome] += 1
+                changes[user] = decision.state
+            outcome = decision.outcome
+            by_outcome[outcome] += 1
+            if outcome in ("plausible", "same_ip", "first"):
+                continue  # nothing else to count
+            if outcome == "duplicate":
+                by_result["duplicate"] += 1
             tally.suppressed_by.update(decision.suppressed_by)
             tally.late += decision.late
             result.candidates += decision.candidates
             for alert in decision.alerts:
                 tally.alerts_by_severity[alert.severity] += 1
                 result.alerts.append(alert)
+        tally.newest_event_time = newest
+        # This batch's tally is fresh: every outcome but a duplicate is an evaluated sign-in.
+        evaluated = sum(by_outcome.values()) - by_outcome["duplicate"]
+        if evaluated:
+            by_result["evaluated"] += evaluated
         return result
 
     def commit(self, result: BatchResult) -> None:

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
+from bisect import bisect_right
 from collections import Counter
 from dataclasses import dataclass, replace
 from itertools import islice
@@ -76,23 +78,40 @@ _SPECIAL_V6 = [
 ]
 
 
+_SPECIAL_V4_STARTS = [int(n.network_address) for n in _SPECIAL_V4]
+_SPECIAL_V4_ENDS = [int(n.broadcast_address) for n in _SPECIAL_V4]
+
+
 def is_special(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """True for addresses that no database can place: not globally routed unicast."""
-    nets = _SPECIAL_V4 if addr.version == 4 else _SPECIAL_V6
-    return any(addr in net for net in nets)
+    if addr.version == 4:
+        return _special_v4(int(addr))
+    return any(addr in net for net in _SPECIAL_V6)
+
+
+def _special_v4(value: int) -> bool:
+    i = bisect_right(_SPECIAL_V4_STARTS, value) - 1
+    return i >= 0 and value <= _SPECIAL_V4_ENDS[i]
+
+
+_MISS = object()
 
 
 @dataclass
 class GeoStats:
     """Counters read by the metrics adapter at scrape time (no cost on the hot path)."""
 
-    lookups: int = 0
+    misses: int = 0  # lookups that the address cache could not answer
     address_cache_hits: int = 0
     network_cache_hits: int = 0
     database_reads: int = 0
     special: int = 0
     unknown: int = 0
     errors: int = 0
+
+    @property
+    def lookups(self) -> int:
+        return self.address_cache_hits + self.misses
 
     @property
     def cache_hits(self) -> int:
@@ -187,14 +206,11 @@ class GeoIP:
 
     def locate(self, ip: str) -> Location | None:
         """Location of a normalised address, or None (special range, or unknown to the database)."""
-        self.stats.lookups += 1
-        try:
-            found = self._by_address[ip]
-        except KeyError:
-            pass
-        else:
+        found = self._by_address.get(ip, _MISS)
+        if found is not _MISS:
             self.stats.address_cache_hits += 1
-            return found
+            return found  # type: ignore[return-value]
+        self.stats.misses += 1
         found = self._locate_uncached(ip)
         if found is not None and self.asn is not None:
             number, org, kind = self.asn.lookup(ip)
@@ -206,11 +222,15 @@ class GeoIP:
         return found
 
     def _locate_uncached(self, ip: str) -> Location | None:
-        addr = ipaddress.ip_address(ip)
-        if is_special(addr):
+        if ":" in ip:
+            addr = ipaddress.IPv6Address(ip.split("%", 1)[0])
+            special, version, bits, value = is_special(addr), 6, 128, int(addr)
+        else:
+            value = int.from_bytes(socket.inet_aton(ip), "big")
+            special, version, bits = _special_v4(value), 4, 32
+        if special:
             self.stats.special += 1
             return None
-        version, bits, value = addr.version, addr.max_prefixlen, int(addr)
         for (v, plen), _ in self._prefix_lengths.most_common():
             if v == version:
                 key = (version, value >> (bits - plen), plen)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import Any
 
 from detector.codec import Limits
@@ -83,27 +83,40 @@ class Ingest:
     def finish(self) -> None:
         self._record_assumption()
 
-    def decode(self, lines: Iterable[Line]) -> tuple[list[SignIn], list[str]]:
+    def decode(self, lines: Sequence[Line]) -> tuple[list[SignIn], list[str]]:
         """Sign-ins of a chunk of lines, and the reasons of what was rejected (already written)."""
         batch: list[SignIn] = []
         reasons: list[str] = []
-        limits, normalizer, rejects = self.limits, self.normalizer, self.rejects
+        start = 0
+        while start < len(lines):  # a run of lines from one file at a time (its syslog clock)
+            origin = lines[start].origin
+            end = start
+            while end < len(lines) and lines[end].origin == origin:
+                end += 1
+            if origin != self._origin:
+                self._file_changed(origin)
+            self._decode_run(lines[start:end], batch, reasons)
+            start = end
+        return batch, reasons
+
+    def _decode_run(self, lines: Sequence[Line], batch: list[SignIn], reasons: list[str]) -> None:
+        normalizer, rejects = self.normalizer, self.rejects
+        ordinary = [line for line in lines if not line.too_long and not line.document]
+        results = iter(normalizer.many([line.raw for line in ordinary]))
         for line in lines:
             self.lines += 1
-            if line.origin != self._origin:
-                self._file_changed(line.origin)
             if line.too_long:
-                reason = f"too large: line of {line.length} bytes > {max(limits.max_event_bytes, normalizer.max_batch_bytes)}"
+                limit = max(normalizer.limits.max_event_bytes, normalizer.max_batch_bytes)
+                reason = f"too large: line of {line.length} bytes > {limit}"
                 rejects.write(line.origin, line.number, reason, line.raw)
                 reasons.append(reason)
                 continue
-            raw = line.raw
-            for outcome in normalizer.records(raw, line.document):
+            outcomes = list(normalizer.records(line.raw, True)) if line.document else next(results)
+            for outcome in outcomes:
                 self.records += 1
                 if outcome.error is None:
                     batch.extend(outcome.signins)
                 else:
                     reason = outcome.error.reason
-                    rejects.write(line.origin, line.number, reason, outcome.raw or raw, outcome.index)
+                    rejects.write(line.origin, line.number, reason, outcome.raw or line.raw, outcome.index)
                     reasons.append(reason)
-        return batch, reasons

@@ -348,12 +348,10 @@ class Pipeline:
         for tp, records in polled.items():
             newest = self._newest.get(tp, float("-inf"))
             normalizer = self.normalizers.get(tp.topic, self.normalizer)
-            for record in records:
-                if record.value is None:
-                    bad.append((record, "empty: no value"))
-                    continue
+            values = [r.value if r.value is not None else b"" for r in records]
+            for record, outcomes in zip(records, normalizer.many(values), strict=True):
                 reasons = []
-                for outcome in normalizer.records(record.value):
+                for outcome in outcomes:
                     if outcome.error is not None:
                         reasons.append(outcome.error.reason)
                     for event in outcome.signins:
@@ -361,13 +359,11 @@ class Pipeline:
                             event, tp, record.offset, arrived, hold if event.time < old_before else 0.0
                         )
                         newest = max(newest, event.time)
+                if record.value is None:
+                    reasons = ["empty: no value"]
                 if reasons:  # the message goes to the DLQ once, with its first reason and a count
-                    bad.append(
-                        (
-                            record,
-                            reasons[0] if len(reasons) == 1 else f"{reasons[0]} (+{len(reasons) - 1} more)",
-                        )
-                    )
+                    more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
+                    bad.append((record, reasons[0] + more))
             self._newest[tp] = newest
             self._next[tp] = records[-1].offset + 1
         return bad

@@ -26,16 +26,15 @@ only offsets below the oldest sign-in still held: a crash loses nothing that was
 
 from __future__ import annotations
 
-import heapq
 import itertools
+from bisect import bisect_right
 from collections.abc import Hashable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from detector.model import SignIn
 
 
-@dataclass(frozen=True, slots=True)
-class Held:
+class Held(NamedTuple):
     time: float
     seq: int
     event: SignIn
@@ -46,16 +45,20 @@ class Held:
 
 
 class ReorderBuffer:
-    """Sign-ins waiting for the watermark; released oldest first."""
+    """Sign-ins waiting for the watermark; released oldest first.
+
+    Held sign-ins are kept in a list sorted when needed: input is nearly always in order already (a
+    sort of sorted data is one linear pass), so this is cheaper than a heap operation per sign-in."""
 
     def __init__(self, window_s: float = 0.0, max_hold_s: float = float("inf")) -> None:
         self.window_s = window_s
         self.max_hold_s = max_hold_s
-        self._heap: list[tuple[float, int, Held]] = []
+        self._items: list[Held] = []
+        self._sorted = True
         self._seq = itertools.count()
 
     def __len__(self) -> int:
-        return len(self._heap)
+        return len(self._items)
 
     def add(
         self,
@@ -65,30 +68,45 @@ class ReorderBuffer:
         arrived: float = 0.0,
         min_hold: float = 0.0,
     ) -> None:
-        held = Held(event.time, next(self._seq), event, source, offset, arrived, arrived + min_hold)
-        heapq.heappush(self._heap, (held.time, held.seq, held))
+        items = self._items
+        if items and event.time < items[-1].time:
+            self._sorted = False
+        items.append(Held(event.time, next(self._seq), event, source, offset, arrived, arrived + min_hold))
 
     def add_all(self, events: Iterable[SignIn], source: Hashable = None, arrived: float = 0.0) -> None:
         for event in events:
             self.add(event, source, -1, arrived)
 
+    def _sort(self) -> list[Held]:
+        if not self._sorted:
+            self._items.sort()  # by (time, seq): seq is unique, events are never compared
+            self._sorted = True
+        return self._items
+
     def release(self, watermark: float, now: float = 0.0) -> list[SignIn]:
         """Sign-ins whose time is at least ``window_s`` behind the watermark, or held too long; oldest first."""
+        items = self._sort()
+        if not items:
+            return []
         limit = watermark - self.window_s
-        if self.max_hold_s != float("inf") and self._heap:
+        if self.max_hold_s != float("inf"):
             # Anything held past max_hold goes now, and with it everything older than it.
-            overdue = [h.time for _, _, h in self._heap if now - h.arrived >= self.max_hold_s]
+            overdue = [h.time for h in items if now - h.arrived >= self.max_hold_s]
             if overdue:
                 limit = max(limit, max(overdue))
-        out: list[SignIn] = []
-        heap = self._heap
-        while heap and heap[0][0] <= limit and heap[0][2].due <= now:
-            out.append(heapq.heappop(heap)[2].event)
+        end = bisect_right(items, limit, key=_time)
+        for k in range(end):  # nothing is released before an older one that is not yet due
+            if items[k].due > now:
+                end = k
+                break
+        out = [h.event for h in items[:end]]
+        del items[:end]
         return out
 
     def next_due(self) -> float | None:
         """Wall-clock time before which the oldest held sign-in may not go (None when empty)."""
-        return self._heap[0][2].due if self._heap else None
+        items = self._sort()
+        return items[0].due if items else None
 
     def drain(self) -> list[SignIn]:
         """Everything still held, oldest first (end of input)."""
@@ -97,7 +115,7 @@ class ReorderBuffer:
     def oldest_offsets(self) -> dict[Hashable, int]:
         """Per source, the offset of the oldest-offset sign-in still held."""
         out: dict[Hashable, int] = {}
-        for _, _, h in self._heap:
+        for h in self._items:
             if h.offset >= 0 and (h.source not in out or h.offset < out[h.source]):
                 out[h.source] = h.offset
         return out
@@ -105,15 +123,18 @@ class ReorderBuffer:
     def drop_sources(self, sources: Iterable[Hashable]) -> int:
         """Forget what came from these sources (partitions revoked: their new owner re-reads them)."""
         gone = set(sources)
-        kept = [entry for entry in self._heap if entry[2].source not in gone]
-        dropped = len(self._heap) - len(kept)
-        if dropped:
-            heapq.heapify(kept)
-            self._heap = kept
+        kept = [h for h in self._items if h.source not in gone]
+        dropped = len(self._items) - len(kept)
+        self._items = kept
         return dropped
 
-    def snapshot(self) -> list[tuple[float, int, Held]]:
-        return list(self._heap)
+    def snapshot(self) -> list[Held]:
+        return list(self._items)
 
-    def restore(self, snapshot: list[tuple[float, int, Held]]) -> None:
-        self._heap = list(snapshot)
+    def restore(self, snapshot: list[Held]) -> None:
+        self._items = list(snapshot)
+        self._sorted = False
+
+
+def _time(h: Held) -> float:
+    return h.time

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
 from types import MappingProxyType
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from detector.geo import SCREEN_MARGIN, geodesic_km, haversine_km, net_distance_km, speed_kmh
 from detector.model import AccountState, Alert, Alerted, Location, SignIn, Visit, utc_text
@@ -118,8 +118,7 @@ class Candidate:
     lon2: float
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What ``evaluate`` concluded for one sign-in."""
 
     state: AccountState
@@ -386,6 +385,57 @@ def _insert(history: tuple[Visit, ...], visit: Visit, policy: Policy) -> tuple[V
     return tuple(kept[-policy.history_size :])
 
 
+def _append(history: tuple[Visit, ...], visit: Visit, policy: Policy) -> tuple[Visit, ...]:
+    """``_insert`` for a visit newer than all others (the common case), without its full pass.
+
+    After an ``_insert`` no position before the raw tail is the middle of a run (runs there are already
+    cut to their ends), and appending changes the neighbours of nothing but the end. So the only visit
+    that can have become such a middle is the one that has just left the raw tail."""
+    visits = (*history, visit)
+    j = len(visits) - RAW_TAIL - 1
+    if j > 0 and visits[j - 1].location.place == visits[j].location.place == visits[j + 1].location.place:
+        visits = visits[:j] + visits[j + 1 :]
+    oldest = visit.time - policy.history_window_s
+    if visits[0].time < oldest:
+        visits = tuple(v for v in visits if v.time >= oldest)
+    return visits[-policy.history_size :] if len(visits) > policy.history_size else visits
+
+
+_EMPTY = AccountState()
+
+
+def advance(
+    state: AccountState, visit: Visit, success: bool, policy: Policy
+) -> tuple[AccountState, Outcome] | None:
+    """The common case of ``evaluate``, without its general machinery: a sign-in (already known not to be
+    a re-delivery) newer than all the account's others, from the same address as the last one or not
+    even possibly too fast (the sphere screen). Returns the new state and outcome, or None when the
+    general path must decide. ``evaluate`` takes this path itself, so it is the rule, not a copy."""
+    history = state.visits
+    if not history:
+        return None
+    last = history[-1]
+    if visit.time < last.time:
+        return None
+    same_ip = last.ip == visit.ip
+    if not same_ip and could_be_impossible(last, visit, policy):
+        return None
+    alerted = state.alerted
+    if alerted:
+        keep = max(policy.suppress_window_s, policy.history_window_s)
+        alerted = tuple(e for e in alerted if visit.time - e.time <= keep)
+    new_history = _append(history, visit, policy) if success else history
+    outcome: Outcome = "same_ip" if same_ip else ("plausible" if success else "failure_checked")
+    return AccountState(
+        new_history, _with_id(state.recent_ids, visit.event_id, policy.recent_ids), alerted
+    ), outcome
+
+
+def is_duplicate(state: AccountState, event_id: str) -> bool:
+    """A re-delivery: the event id is among the account's recent ids or its remembered sign-ins."""
+    return event_id in state.recent_ids or any(v.event_id == event_id for v in state.visits)
+
+
 def evaluate(
     state: AccountState | None,
     sign_in: SignIn,
@@ -398,12 +448,20 @@ def evaluate(
 
     With ``record`` (the loosest thresholds of a tuning run), every comparison is also returned as a
     ``Candidate``, with exact figures wherever those thresholds could alert."""
-    state = state or AccountState()
-    if sign_in.event_id in state.recent_ids or any(v.event_id == sign_in.event_id for v in state.visits):
-        return Decision(state, "duplicate")
-
-    visit = Visit(sign_in.event_id, sign_in.ip, sign_in.time, location)
+    eid = sign_in.event_id
+    if state is None and record is None:  # an account's first sign-in: nothing to compare it with
+        visit = Visit(eid, sign_in.ip, sign_in.time, location)
+        return Decision(AccountState((visit,) if sign_in.success else (), (eid,)), "first")
+    state = state or _EMPTY
     history = state.visits
+    if is_duplicate(state, eid):
+        return Decision(state, "duplicate")
+    visit = Visit(eid, sign_in.ip, sign_in.time, location)
+
+    if record is None:
+        quick = advance(state, visit, sign_in.success, policy)
+        if quick is not None:
+            return Decision(quick[0], quick[1])
     i = bisect_right([v.time for v in history], sign_in.time)
     late = i < len(history)
     neighbours = [history[i - 1]] if i > 0 else []

@@ -1,16 +1,21 @@
 """Where account state lives, behind a small interface.
 
 The engine reads and writes whole ``AccountState`` values by account; how they are kept is the store's
-business. ``MemoryStore`` keeps them in a dict. A durable, partitioned store (changelog-backed) plugs in
-behind the same protocol without touching the rules.
+business. ``MemoryStore`` keeps them in a dict (simple; about 500 bytes an account). ``CompactStore``
+keeps the recently used ones as objects and packs the others into bytes (``statecodec``) behind an
+array-based hash index: about 130 bytes an idle account. A durable, partitioned store (changelog-backed)
+plugs in behind the same protocol without touching the rules.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Iterator
+from itertools import islice
 from typing import Protocol
 
 from detector.model import AccountState
+from detector.statecodec import Locate, pack, unpack, user_of
 
 
 class StateStore(Protocol):
@@ -45,3 +50,166 @@ class MemoryStore:
 
     def items(self) -> Iterator[tuple[str, AccountState]]:
         return iter(list(self._states.items()))
+
+
+class _Index:
+    """Open-addressing hash table: a 32-bit fingerprint of the account -> slot, in two flat arrays of
+    4-byte integers (at most 70 % full: about 12 bytes an entry), instead of a dict of Python ints (over
+    100 bytes an entry). A fingerprint may be shared: the caller checks the slot's account."""
+
+    EMPTY, GONE = -1, -2
+
+    def __init__(self, capacity: int = 1024) -> None:
+        self._marks = array("I", bytes(4 * capacity))
+        self._slots = array("i", [self.EMPTY]) * capacity
+        self._mask = capacity - 1
+        self._used = 0  # live entries and tombstones
+
+    def find(self, mark: int, matches: object) -> int:
+        """The slot stored under ``mark`` for which ``matches(slot)`` holds, or -1."""
+        slots, marks, mask = self._slots, self._marks, self._mask
+        i = mark & mask
+        while True:
+            slot = slots[i]
+            if slot == -1:
+                return -1
+            if slot >= 0 and marks[i] == mark and matches(slot):  # type: ignore[operator]
+                return slot
+            i = (i + 1) & mask
+
+    def remove(self, mark: int, slot: int) -> None:
+        slots, marks, mask = self._slots, self._marks, self._mask
+        i = mark & mask
+        while slots[i] != -1:
+            if slots[i] == slot and marks[i] == mark:
+                slots[i] = self.GONE
+                return
+            i = (i + 1) & mask
+
+    def add(self, mark: int, slot: int) -> None:
+        if (self._used + 1) * 10 > len(self._slots) * 7:
+            self._grow()
+        slots, mask = self._slots, self._mask
+        i = mark & mask
+        while slots[i] >= 0:
+            i = (i + 1) & mask
+        if slots[i] == -1:
+            self._used += 1
+        self._marks[i] = mark
+        slots[i] = slot
+
+    def _grow(self) -> None:
+        live = [(self._marks[i], s) for i, s in enumerate(self._slots) if s >= 0]
+        capacity = len(self._slots)
+        while len(live) * 10 > capacity * 4:  # room to grow again before the next resize
+            capacity *= 2
+        self.__init__(capacity)  # type: ignore[misc]
+        for mark, s in live:
+            self.add(mark, s)
+
+
+def _mark(user: str) -> int:
+    return hash(user) & 0xFFFFFFFF
+
+
+class CompactStore:
+    """Recently used accounts as objects (``hot_size`` of them); the others packed (``statecodec``) one
+    after another in a single byte arena, found through ``_Index``: about 100 bytes an idle account, where
+    a ``bytes`` object each would add 40 more. Packed accounts are located again by address when they
+    come back. The arena is compacted when more than half of it is space left by accounts that came back.
+    """
+
+    def __init__(self, locate: Locate, hot_size: int = 100_000) -> None:
+        self.locate = locate
+        self.hot_size = max(1, hot_size)
+        self._hot: dict[str, AccountState] = {}
+        self._arena = bytearray()
+        self._starts = array("Q")  # per slot: where its bytes start in the arena
+        self._sizes = array("I")  # per slot: how many (0 = free slot)
+        self._free: list[int] = []
+        self._garbage = 0  # arena bytes no slot refers to
+        self._index = _Index()
+
+    def _blob(self, slot: int) -> bytes:
+        start = self._starts[slot]
+        return bytes(self._arena[start : start + self._sizes[slot]])
+
+    def _find_cold(self, user: str) -> int:
+        return self._index.find(_mark(user), lambda slot: user_of(self._blob(slot)) == user)
+
+    def get(self, user: str) -> AccountState | None:
+        state = self._hot.get(user)
+        if state is not None:
+            return state
+        slot = self._find_cold(user)
+        if slot < 0:
+            return None
+        blob = self._blob(slot)
+        self._drop_cold(user, slot)
+        state = unpack(blob, self.locate)[1]
+        self._warm(user, state)
+        return state
+
+    def put(self, user: str, state: AccountState) -> None:
+        hot = self._hot
+        if user in hot:
+            del hot[user]  # re-inserted at the end: the dict's order is the order of last use
+            hot[user] = state
+            return
+        slot = self._find_cold(user)
+        if slot >= 0:
+            self._drop_cold(user, slot)
+        self._warm(user, state)
+
+    def delete(self, user: str) -> None:
+        if self._hot.pop(user, None) is None:
+            slot = self._find_cold(user)
+            if slot >= 0:
+                self._drop_cold(user, slot)
+
+    def _warm(self, user: str, state: AccountState) -> None:
+        hot = self._hot
+        hot[user] = state
+        if len(hot) > self.hot_size:
+            # Pack the least recently used, a slice at a time: taking them one by one with next(iter())
+            # would walk the holes left at the dict's front again and again.
+            for old in list(islice(hot, max(1, self.hot_size // 8))):
+                self._store_cold(old, pack(old, hot.pop(old)))
+
+    def _store_cold(self, user: str, blob: bytes) -> None:
+        if self._free:
+            slot = self._free.pop()
+            self._starts[slot] = len(self._arena)
+            self._sizes[slot] = len(blob)
+        else:
+            slot = len(self._sizes)
+            self._starts.append(len(self._arena))
+            self._sizes.append(len(blob))
+        self._arena += blob
+        self._index.add(_mark(user), slot)
+
+    def _drop_cold(self, user: str, slot: int) -> None:
+        self._index.remove(_mark(user), slot)
+        self._garbage += self._sizes[slot]
+        self._sizes[slot] = 0
+        self._free.append(slot)
+        if self._garbage > len(self._arena) // 2 > 1 << 20:
+            self._compact()
+
+    def _compact(self) -> None:
+        arena = bytearray()
+        for slot, size in enumerate(self._sizes):
+            if size:
+                start = self._starts[slot]
+                self._starts[slot] = len(arena)
+                arena += self._arena[start : start + size]
+        self._arena, self._garbage = arena, 0
+
+    def __len__(self) -> int:
+        return len(self._hot) + len(self._sizes) - len(self._free)
+
+    def items(self) -> Iterator[tuple[str, AccountState]]:
+        yield from list(self._hot.items())
+        for slot, size in enumerate(list(self._sizes)):
+            if size:
+                yield unpack(self._blob(slot), self.locate)

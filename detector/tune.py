@@ -19,7 +19,15 @@ from typing import Any
 
 import orjson
 
-from detector.app import build_engine, detect_files, exceptions_from, open_geoip, policy_from, reader_for
+from detector.app import (
+    build_engine,
+    detect_files,
+    exceptions_from,
+    open_geoip,
+    policy_from,
+    quiet_gc,
+    reader_for,
+)
 from detector.errors import ConfigError
 from detector.ingest import Ingest
 from detector.rules import Alerted, Candidate, Policy, alert_id, is_repeat
@@ -117,6 +125,7 @@ def run_tune(
     )
     reader = reader_for(settings, inputs)
     rejects = RejectsFile(settings.rejects)
+    quiet_gc()
     candidates: list[Candidate] = []
     try:
         lines = detect_files(

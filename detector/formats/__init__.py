@@ -18,13 +18,13 @@ none. Formats:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
-from detector.codec import Limits, decode_event, event_from_mapping, parse_json
+from detector.codec import Limits, decode_batch, decode_event, event_from_mapping, parse_json
 from detector.errors import InvalidEvent
 from detector.formats.base import NotASignIn, Options
 from detector.formats.cloudtrail import cloudtrail, is_cloudtrail
@@ -124,6 +124,21 @@ class Normalizer:
         return self._fixed[fmt](record, self.options)
 
     # -- lines, messages, documents --------------------------------------------------------------
+
+    def many(self, raws: Sequence[bytes]) -> list[list[Outcome]]:
+        """``records`` for many lines or messages: canonical ones decoded as one batch
+        (``codec.decode_batch``), the others one by one. One list of outcomes per input, in order."""
+        limits = self.limits
+        out: list[list[Outcome]] = [[] for _ in raws]
+        quick = [i for i, raw in enumerate(raws) if raw[:1] == b"{" and len(raw) <= limits.max_event_bytes]
+        if self.fmt in ("auto", "canonical") and quick:
+            for i, result in zip(quick, decode_batch([raws[i] for i in quick], limits), strict=True):
+                if not isinstance(result, InvalidEvent):
+                    out[i] = [Outcome(0, [result], raw=raws[i])]
+        for i, raw in enumerate(raws):
+            if not out[i]:
+                out[i] = list(self.records(raw))
+        return out
 
     def records(self, raw: bytes, document: bool = False) -> Iterator[Outcome]:
         """One ``Outcome`` per record in a line, a message, or (``document``) a whole file."""

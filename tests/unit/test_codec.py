@@ -180,3 +180,83 @@ def test_limits_are_configurable() -> None:
         decode_event(event(x=[[[[1]]]]), limits)
     with pytest.raises(InvalidEvent, match="too large"):
         decode_event(event(x="y" * 200), limits)
+
+
+# -- the batch decoder is the reference decoder, faster -----------------------------------------------
+
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from detector.codec import decode_batch  # noqa: E402
+
+timestamps = st.one_of(
+    st.datetimes(
+        min_value=__import__("datetime").datetime(1985, 1, 1),
+        max_value=__import__("datetime").datetime(2105, 1, 1),
+    ).map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%S") + st_fraction(d) + "Z"),
+    st.sampled_from(
+        [
+            "2024-02-30T10:00:00Z",
+            "2024-03-01T24:00:00Z",
+            "2024-03-01T10:00:60Z",
+            "2024-03-01T10:00Z",
+            "2024-03-01T10:00:00.Z",
+            "2024-03-01t10:00:00Z",
+            "2024-03-01T10:00:00.1234567890123Z",
+            "+024-03-01T10:00:00Z",
+            "2024-03-01T10:00:00+01:00",
+            "١٩٩٩-03-01T10:00:00Z",
+            "",
+        ]
+    ),
+    st.integers(-10, 5_000_000_000_000),
+    st.floats(allow_nan=True),
+    st.none(),
+    st.booleans(),
+)
+
+
+def st_fraction(d: object) -> str:
+    us = getattr(d, "microsecond", 0)
+    return "" if us % 3 == 0 else f".{us:06d}"[: 2 + us % 7] + ("9" if us % 5 == 0 else "")
+
+
+fields = st.fixed_dictionaries(
+    {},
+    optional={
+        "user": st.one_of(
+            st.text(max_size=6), st.just(" "), st.just("x" * 513), st.integers(-(2**63), 2**63 - 1)
+        ),
+        "ip": st.one_of(
+            st.sampled_from(
+                [
+                    "81.2.69.10",
+                    "::ffff:81.2.69.10",
+                    "81.2.69.10:443",
+                    "[2a02:c7f::1]:1",
+                    "999.1.1.1",
+                    "",
+                    " 81.2.69.10",
+                    "fe80::1",
+                ]
+            ),
+            st.integers(0, 2**32),
+        ),
+        "timestamp": timestamps,
+        "event_id": st.one_of(st.none(), st.text(max_size=4), st.integers(-(2**63), 2**63 - 1), st.just(" ")),
+        "outcome": st.one_of(st.none(), st.sampled_from(["success", "failure", "SUCCESS", "maybe", ""])),
+    },
+)
+
+
+@settings(max_examples=1000)
+@given(st.lists(st.one_of(fields.map(orjson.dumps), st.binary(max_size=20)), min_size=1, max_size=12))
+def test_batch_decoding_equals_one_by_one(raws: list[bytes]) -> None:
+    def one(raw: bytes) -> object:
+        try:
+            return decode_event(raw)
+        except InvalidEvent as exc:
+            return ("invalid", exc.reason)
+
+    batch = [r if not isinstance(r, InvalidEvent) else ("invalid", r.reason) for r in decode_batch(raws)]
+    assert batch == [one(r) for r in raws]

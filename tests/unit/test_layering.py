@@ -15,7 +15,9 @@ CORE = {
     "model": set(),
     "geo": set(),
     "rules": {"model", "geo"},
-    "state": {"model"},
+    "statecodec": {"model"},
+    "state": {"model", "statecodec"},
+    "reorder": {"model"},
     "codec": {"errors", "model"},
     "engine": {"model", "rules", "state", "geo", "errors", "codec"},
 }

@@ -191,3 +191,53 @@ def test_an_older_event_never_replaces_a_newer_location(events: list[SignIn]) ->
     # The history stays in event-time order.
     times = [v.time for v in state.visits]
     assert times == sorted(times)
+
+
+# -- the fast path is the rule ------------------------------------------------------------------------
+
+from detector.rules import _append, _insert  # noqa: E402
+
+places_with_runs = st.sampled_from([LONDON, READING, NEW_YORK, PARIS, TOKYO])
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.tuples(places_with_runs, st.integers(0, 3000), st.booleans()), min_size=1, max_size=40),
+    st.integers(1, 10),
+    st.sampled_from([600.0, 86400.0 * 7]),
+)
+def test_appending_equals_inserting(steps: list, size: int, window: float) -> None:
+    """``_append`` (the fast path) keeps exactly what the full ``_insert`` keeps, after any mix of in-order
+    and late inserts."""
+    from detector.model import Visit
+
+    policy = Policy(history_size=size, history_window_s=window)
+    history: tuple = ()
+    t = T0
+    for n, (place, gap, late) in enumerate(steps):
+        t += gap
+        when = t - 5000 if late else t
+        visit = Visit(f"e{n}", "x", when, place)
+        if history and when >= history[-1].time:
+            assert _append(history, visit, policy) == _insert(history, visit, policy)
+        history = _insert(history, visit, policy)
+
+
+@settings(max_examples=300)
+@given(events_strategy)
+def test_fast_path_decisions_equal_the_general_path(events: list[SignIn]) -> None:
+    """Recording mode always takes the general path; its decisions must be the fast path's."""
+    loosest = Policy(max_speed_kmh=1, min_distance_km=0)
+    fast: AccountState | None = None
+    general: AccountState | None = None
+    for e in events:
+        a = evaluate(fast, e, PLACES[e.ip], POLICY, T0)
+        b = evaluate(general, e, PLACES[e.ip], POLICY, T0, record=loosest)
+        assert (a.state, a.outcome, a.alerts, a.suppressed_by, a.late) == (
+            b.state,
+            b.outcome,
+            b.alerts,
+            b.suppressed_by,
+            b.late,
+        )
+        fast, general = a.state, b.state

@@ -1,0 +1,92 @@
+"""The compact store behaves like a dict of states; the state codec loses nothing."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector.model import AccountState, Alerted, Location, Visit
+from detector.state import CompactStore, MemoryStore
+from detector.statecodec import pack, unpack, user_of
+
+LONDON = Location(51.5074, -0.1278, 10, "GB", "London")
+NEW_YORK = Location(40.7128, -74.006, 20, "US", "New York", asn=16509, asn_org="AMAZON", network="hosting")
+VENDOR = Location(35.6, 139.7, 50, "Japan", "Tokyo", source="okta")
+PROXIED = Location(48.85, 2.35, 20, "FR", "Paris", network="hosting")  # flagged by the provider
+BY_IP = {"81.2.69.10": LONDON, "4.7.5.10": NEW_YORK, "2.16.117.10": Location(48.85, 2.35, 20, "FR", "Paris")}
+
+
+def locate(ip: str) -> Location | None:
+    return BY_IP.get(ip)
+
+
+visits = st.builds(
+    Visit,
+    st.text(min_size=1, max_size=8),
+    st.sampled_from(sorted(BY_IP)),
+    st.floats(6e8, 4e9),
+    st.just(LONDON),
+).map(lambda v: v._replace(location=locate(v.ip)))
+states = st.builds(
+    AccountState,
+    st.lists(visits, max_size=8).map(tuple),
+    st.lists(st.text(min_size=1, max_size=8), max_size=16).map(tuple),
+    st.lists(
+        st.builds(
+            Alerted,
+            st.text("0123456789abcdef", min_size=32, max_size=32),
+            st.floats(-90, 90),
+            st.floats(-180, 180),
+            st.floats(-90, 90),
+            st.floats(-180, 180),
+            st.floats(6e8, 4e9),
+        ),
+        max_size=3,
+    ).map(tuple),
+)
+
+
+@settings(max_examples=300)
+@given(st.text(min_size=1, max_size=40), states)
+def test_pack_unpack_round_trip(user: str, state: AccountState) -> None:
+    blob = pack(user, state)
+    assert user_of(blob) == user
+    assert unpack(blob, locate) == (user, state)
+
+
+def test_vendor_and_proxy_locations_survive_and_a_forgotten_address_keeps_its_coordinates() -> None:
+    state = AccountState(
+        (
+            Visit("a", "45.1.2.3", 1e9, VENDOR),
+            Visit("b", "2.16.117.10", 1e9 + 1, PROXIED),
+            Visit("c", "9.9.9.9", 1e9 + 2, LONDON),
+        ),
+        ("a", "b", "c", "z"),
+    )
+    _, back = unpack(pack("u", state), locate)
+    assert back.visits[0].location == VENDOR
+    assert back.visits[1].location.network == "hosting"
+    lost = back.visits[2].location  # 9.9.9.9 is unknown now: the stored coordinates remain
+    assert abs(lost.latitude - 51.5074) < 1e-4 and abs(lost.longitude + 0.1278) < 1e-4
+    assert back.recent_ids == ("a", "b", "c", "z")
+
+
+ops = st.lists(st.tuples(st.sampled_from(["put", "get", "delete"]), st.integers(0, 30), states), max_size=200)
+
+
+@settings(max_examples=200)
+@given(ops, st.integers(1, 5))
+def test_compact_store_is_a_dict(operations: list, hot: int) -> None:
+    store, model = CompactStore(locate, hot_size=hot), MemoryStore()
+    for op, n, state in operations:
+        user = f"user-{n}"
+        if op == "put":
+            store.put(user, state)
+            model.put(user, state)
+        elif op == "get":
+            assert store.get(user) == model.get(user)
+        else:
+            store.delete(user)
+            model.delete(user)
+        assert len(store) == len(model)
+    assert dict(store.items()) == dict(model.items())
