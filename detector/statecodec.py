@@ -24,6 +24,7 @@ import socket
 import struct
 from collections.abc import Callable
 from dataclasses import replace
+from typing import Any
 
 from detector.model import AccountState, Alerted, Location, Visit
 
@@ -115,7 +116,7 @@ class _Reader:
         self.pos += 1
         return b
 
-    def str(self) -> str:
+    def text(self) -> str:
         (n,) = _LEN.unpack_from(self.data, self.pos)
         start = self.pos + 2
         self.pos = start + n
@@ -125,19 +126,19 @@ class _Reader:
         if self.byte() == 4:
             self.pos += 4
             return socket.inet_ntop(socket.AF_INET, self.data[self.pos - 4 : self.pos])
-        return self.str()
+        return self.text()
 
     def event_id(self) -> str:
         n = self.byte()
         if n:
             self.pos += n
             return self.data[self.pos - n : self.pos].hex()
-        return self.str()
+        return self.text()
 
-    def take(self, s: struct.Struct) -> tuple[float | int | bytes, ...]:
+    def take(self, s: struct.Struct) -> tuple[Any, ...]:
         values = s.unpack_from(self.data, self.pos)
         self.pos += s.size
-        return values  # type: ignore[no-any-return]
+        return values
 
 
 def user_of(data: bytes) -> str:
@@ -145,7 +146,7 @@ def user_of(data: bytes) -> str:
     r = _Reader(data)
     if r.byte() != VERSION:
         raise ValueError("unknown state version")
-    return r.str()
+    return r.text()
 
 
 def unpack(data: bytes, locate: Locate) -> tuple[str, AccountState]:
@@ -153,7 +154,7 @@ def unpack(data: bytes, locate: Locate) -> tuple[str, AccountState]:
     r = _Reader(data)
     if r.byte() != VERSION:
         raise ValueError("unknown state version")
-    user = r.str()
+    user = r.text()
     visits = []
     for _ in range(r.byte()):
         (time,) = r.take(_TIME)
@@ -163,7 +164,7 @@ def unpack(data: bytes, locate: Locate) -> tuple[str, AccountState]:
         loc: Location | None
         if flags & VENDOR:
             lat, lon, radius = r.take(_EXACT)
-            country, city, source = r.str(), r.str(), r.str()
+            country, city, source = r.text(), r.text(), r.text()
             loc = Location(
                 float(lat), float(lon), float(radius), country or None, city or None, source=source
             )
@@ -175,7 +176,7 @@ def unpack(data: bytes, locate: Locate) -> tuple[str, AccountState]:
     recent = []
     for _ in range(r.byte()):
         b = r.byte()
-        recent.append(visits[b & 0x7F].event_id if b & 0x80 else r.str())
+        recent.append(visits[b & 0x7F].event_id if b & 0x80 else r.text())
     alerted = []
     for _ in range(r.byte()):
         aid, lat1, lon1, lat2, lon2, time = r.take(_ALERTED)
