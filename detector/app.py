@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from detector import __version__, logs
-from detector.config import describe, find_geoip_db
+from detector.config import ConfigError, describe, find_geoip_db
 from detector.engine import BatchResult, Clock, Engine, TrustedNetworks
 from detector.errors import DetectorError
 from detector.geoip import GeoIP
@@ -24,7 +24,7 @@ from detector.reorder import ReorderBuffer
 from detector.rules import Policy
 from detector.sinks import AlertFile, RejectsFile
 from detector.sources import Line, LineReader
-from detector.state import CompactStore
+from detector.state import CompactStore, PartitionedStore, StateStore
 
 log = logging.getLogger("detector")
 
@@ -86,12 +86,13 @@ def build_engine(
     clock: Clock = time.time,
     exceptions: ExceptionsFile | None = None,
     record: Policy | None = None,
+    store: StateStore | None = None,
 ) -> Engine:
     geo = geo or open_geoip(settings)
     return Engine(
         policy_from(settings, exceptions),
         geo,
-        CompactStore(geo.locate, settings.state_cache_size),
+        store if store is not None else CompactStore(geo.locate, settings.state_cache_size),
         clock,
         trusted=TrustedNetworks(settings.trusted_networks),
         use_vendor_location=settings.use_vendor_location,
@@ -267,23 +268,13 @@ def replay(
 
 def run_stream(settings: Any, stop: threading.Event | None = None, clock: Clock = time.time) -> int:
     """``run``: the streaming detector on Kafka, until SIGTERM/SIGINT (or ``stop``)."""
-    from detector.kafka import Pipeline, connect_admin, ensure_topics, input_topics, wait_for_partitions
+    from detector.kafka import Pipeline
     from detector.metrics import Health, HttpServer, Metrics
 
     stop = stop or threading.Event()
     geo = open_geoip(settings)
     exceptions = exceptions_from(settings)
-    engine = build_engine(settings, geo, clock, exceptions)
     metrics = Metrics()
-    metrics.attach(engine, geo)
-    metrics.info.info(
-        {
-            "version": __version__,
-            "python": sys.version.split()[0],
-            "geoip_type": geo.database.database_type,
-            "geoip_build": str(geo.database.build_epoch),
-        }
-    )
     health = Health()
     health.geoip_loaded = True
     http = HttpServer(metrics, health, settings.metrics_host, settings.metrics_port).start()
@@ -295,32 +286,94 @@ def run_stream(settings: Any, stop: threading.Event | None = None, clock: Clock 
         geoip=f"{geo.database.database_type} built {geo.database.build_epoch}",
         settings=" ".join(f"{k}={v}" for k, v in describe(settings).items()),
     )
-    pipeline = Pipeline(settings, engine, metrics, health, clock)
-    quiet_gc()
-    pipeline.reloader = Reloader(settings, engine, geo, exceptions)
     _install_signal_handlers(stop, health, settings.shutdown_timeout)
+    pipeline = None
+    engine = None
     try:
-        admin = connect_admin(settings)
-        try:
-            inputs = input_topics(settings)
-            ensure_topics(
-                admin, settings, {**{t: {} for t in inputs}, settings.alert_topic: {}, settings.dlq_topic: {}}
-            )
-        finally:
-            admin.close()
-        for topic in inputs:
-            wait_for_partitions(settings, topic)
-        pipeline.start()
+        partitions = prepare_topics(settings)
+        engine = build_engine(
+            settings,
+            geo,
+            clock,
+            exceptions,
+            store=PartitionedStore(geo.locate, settings.state_cache_size, partitions),
+        )
+        metrics.attach(engine, geo)
+        metrics.info.info(
+            {
+                "version": __version__,
+                "python": sys.version.split()[0],
+                "geoip_type": geo.database.database_type,
+                "geoip_build": str(geo.database.build_epoch),
+            }
+        )
+        pipeline = Pipeline(settings, engine, metrics, health, clock)
+        pipeline.reloader = Reloader(settings, engine, geo, exceptions)
+        quiet_gc()
+        pipeline.start(partitions)
         pipeline.run(stop)
     finally:
-        pipeline.close()
+        if pipeline is not None:
+            pipeline.close()
         http.stop()
         geo.close()
-        t = engine.tally
-        logs.event(
-            log, "detector stopped", events=t.events, alerts=t.alerts, rejected=t.by_result["rejected"]
-        )
+        if engine is not None:
+            t = engine.tally
+            logs.event(
+                log, "detector stopped", events=t.events, alerts=t.alerts, rejected=t.by_result["rejected"]
+            )
     return 0
+
+
+def prepare_topics(settings: Any) -> int:
+    """Create what is missing (input, alerts, dead letters, repartition and changelog topics) and return
+    the number of partitions that the account state is split into (the input topic's)."""
+    from detector.kafka import (
+        connect_admin,
+        ensure_topics,
+        input_topics,
+        internal_topics,
+        topic_partitions,
+        wait_for_partitions,
+    )
+
+    inputs = input_topics(settings)
+    admin = connect_admin(settings)
+    try:
+        plain: dict[str, tuple[int, dict[str, str]]] = {
+            t: (settings.topic_partitions, {}) for t in (*inputs, settings.alert_topic, settings.dlq_topic)
+        }
+        ensure_topics(admin, settings, plain)
+        for topic in inputs:
+            wait_for_partitions(settings, topic)
+        counts = {t: topic_partitions(settings, t) for t in inputs}
+        partitions = counts[inputs[0]]
+        if settings.input_keyed_by_account and len(set(counts.values())) > 1:
+            raise ConfigError(
+                "input_keyed_by_account", f"keyed input topics must have one partition count: {counts}"
+            )
+        by_account, changelog = internal_topics(settings)
+        internal = {
+            changelog: (
+                partitions,
+                {"cleanup.policy": "compact", "segment.ms": "600000", "min.cleanable.dirty.ratio": "0.1"},
+            )
+        }
+        if not settings.input_keyed_by_account:
+            internal[by_account] = (partitions, {"cleanup.policy": "delete"})
+        ensure_topics(admin, settings, internal)
+        for topic in internal:
+            wait_for_partitions(settings, topic)
+            found = topic_partitions(settings, topic)
+            if found != partitions:
+                raise ConfigError(
+                    "input_topic",
+                    f"{topic} has {found} partitions, the input {partitions}: "
+                    "they must match (recreate the internal topics after repartitioning the input)",
+                )
+        return partitions
+    finally:
+        admin.close()
 
 
 class Reloader:

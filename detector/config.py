@@ -564,6 +564,32 @@ OPTIONS: tuple[Option, ...] = (
         "DURATION",
         commands=KAFKA,
     ),
+    Option(
+        "input_keyed_by_account",
+        boolean,
+        False,
+        "the input topic's producers key by account ID (Kafka's "
+        "default partitioner): skip the repartition stage",
+        "BOOL",
+        commands=KAFKA,
+    ),
+    Option(
+        "state_ttl",
+        duration,
+        "7d",
+        "drop an account (with a changelog tombstone) when its newest sign-in is "
+        "older than this, in event time",
+        "DURATION",
+        commands=KAFKA,
+    ),
+    Option(
+        "state_ttl_check",
+        duration,
+        "60s",
+        "how often to look for accounts idle past the TTL",
+        "DURATION",
+        commands=KAFKA,
+    ),
     # -- Kafka security (TLS, SASL) ---------------------------------------------------------------
     Option(
         "security_protocol",

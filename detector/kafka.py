@@ -20,6 +20,7 @@ import socket
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,13 +31,16 @@ from kafka.admin import NewTopic
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from detector import __version__, logs
-from detector.codec import encode_alert
+from detector.codec import decode_internal, encode_alert, encode_internal
 from detector.engine import Engine
 from detector.errors import BrokerError
 from detector.formats import Normalizer
 from detector.ingest import normalizer_from
 from detector.metrics import Health, Metrics
+from detector.model import SignIn
 from detector.reorder import ReorderBuffer
+from detector.state import PartitionedStore
+from detector.statecodec import pack
 
 log = logging.getLogger("detector.kafka")
 
@@ -87,8 +91,10 @@ def connect_admin(settings: Any) -> KafkaAdminClient:
         raise BrokerError(describe_broker_error(exc, settings.bootstrap_servers)) from exc
 
 
-def ensure_topics(admin: KafkaAdminClient, settings: Any, topics: dict[str, dict[str, str]]) -> None:
-    """Create missing topics (when allowed) with ``topic_partitions`` partitions and the given configs."""
+def ensure_topics(
+    admin: KafkaAdminClient, settings: Any, topics: dict[str, tuple[int, dict[str, str]]]
+) -> None:
+    """Create missing topics (when allowed) with the given partitions and configs."""
     try:
         existing = set(admin.list_topics())
     except (kerr.KafkaError, OSError) as exc:
@@ -99,7 +105,7 @@ def ensure_topics(admin: KafkaAdminClient, settings: Any, topics: dict[str, dict
     if not settings.create_topics:
         raise BrokerError(f"topic(s) {', '.join(missing)} do not exist and create_topics is off")
     new = [
-        NewTopic(name, settings.topic_partitions, settings.topic_replication, topics[name])
+        NewTopic(name, topics[name][0], settings.topic_replication, topic_configs=topics[name][1])
         for name in missing
     ]
     try:
@@ -108,7 +114,7 @@ def ensure_topics(admin: KafkaAdminClient, settings: Any, topics: dict[str, dict
         pass  # another instance created it meanwhile
     except (kerr.KafkaError, OSError) as exc:
         raise BrokerError(f"cannot create topics {', '.join(missing)}: {brief(exc)}") from exc
-    logs.event(log, "topics created", topics=",".join(missing), partitions=settings.topic_partitions)
+    logs.event(log, "topics created", topics=",".join(f"{t}[{topics[t][0]}]" for t in missing))
 
 
 def wait_for_partitions(settings: Any, topic: str) -> None:
@@ -158,6 +164,36 @@ def topic_normalizers(settings: Any) -> tuple[Normalizer, dict[str, Normalizer]]
     return normalizer_from(settings, default), per_topic
 
 
+def internal_topics(settings: Any) -> tuple[str, str]:
+    """The repartition topic (sign-ins keyed by account) and the state changelog of a group."""
+    return f"{settings.group_id}-signins-by-account", f"{settings.group_id}-state-changelog"
+
+
+def account_partition(user: str, partitions: int) -> int:
+    """The partition that owns an account in the repartition topic and the changelog. CRC-32 (in C)
+    rather than the Java client's murmur2, which kafka-python computes in Python at 12 us a call."""
+    return zlib.crc32(user.encode("utf-8", "surrogatepass")) % partitions
+
+
+@dataclass
+class Outputs:
+    """What one batch produces, all in its transaction."""
+
+    alerts: list[Any]
+    bad: list[tuple[Any, str]]
+    to_partition: list[tuple[SignIn, int]]
+    changes: list[tuple[str, int, bytes]]
+    tombstones: list[tuple[str, int]]
+
+
+def topic_partitions(settings: Any, topic: str) -> int:
+    consumer = KafkaConsumer(**client_options(settings))
+    try:
+        return len(consumer.partitions_for_topic(topic) or ()) or 1
+    finally:
+        consumer.close()
+
+
 def transactional_id(settings: Any) -> str:
     """Stable per instance when ``instance_id`` is set, so a restart fences its predecessor at once."""
     if settings.instance_id:
@@ -166,7 +202,23 @@ def transactional_id(settings: Any) -> str:
 
 
 class Pipeline:
-    """The streaming detector: ``run(stop)`` until ``stop`` is set."""
+    """The streaming detector: ``run(stop)`` until ``stop`` is set.
+
+    Two stages in one consumer group, one consumer and one transaction per batch (the design of Kafka
+    Streams' sub-topologies):
+
+    1. repartition: sign-ins from the input topic(s), whose keys are anything, are decoded and written
+       to ``<group>-signins-by-account`` keyed (and partitioned) by account. Skipped with
+       ``input_keyed_by_account``, when producers already key by account.
+    2. detect: sign-ins of an account arrive on one partition of that topic (or of the keyed input);
+       each partition's account state lives in this process while it owns the partition, and every
+       change is written to ``<group>-state-changelog`` (compacted, same partition) in the batch's
+       transaction. A partition assigned here is paused, its state restored from the changelog by a
+       separate consumer outside the group, then resumed; a revoked one's state is dropped.
+
+    Everything a batch produces (repartitioned sign-ins, dead letters, alerts, state changes,
+    tombstones) and the consumed offsets of both stages commit in one transaction.
+    """
 
     def __init__(
         self,
@@ -178,10 +230,16 @@ class Pipeline:
     ) -> None:
         self.s = settings
         self.engine = engine
+        self.store: PartitionedStore = engine.store  # type: ignore[assignment]
         self.metrics = metrics
         self.health = health
         self.clock = clock
         self.topics = input_topics(settings)
+        self.keyed = bool(settings.input_keyed_by_account)
+        self.by_account, self.changelog = internal_topics(settings)
+        # Where each account's sign-ins are read from, partition by partition, for stage 2.
+        self.state_topics = set(self.topics) if self.keyed else {self.by_account}
+        self.partitions = 1  # of the state topics; set by start()
         # Per input topic: its format (``format = topic=okta,...``), else the default (auto-detected).
         self.normalizer, self.normalizers = topic_normalizers(settings)
         self.transactional = bool(settings.transactions)
@@ -190,12 +248,17 @@ class Pipeline:
         self.assignment = _Assignment()
         self._txn_id = transactional_id(settings) if self.transactional else None
         self._committing = False
-        # Event-time ordering across partitions (see detector.reorder).
+        # Event-time ordering across partitions (see detector.reorder): before repartitioning (the input's
+        # partitions are out of step with each other), and before detection (the repartition topic's
+        # partitions are written by several processes). With keyed input the first is the second.
         self.buffer = ReorderBuffer(settings.reorder_window, settings.reorder_max_wait)
+        self.state_buffer = self.buffer if self.keyed else ReorderBuffer(0.0, settings.reorder_max_wait)
         self._owned: set[TopicPartition] = set()
         self._next: dict[TopicPartition, int] = {}
         self._newest: dict[TopicPartition, float] = {}
         self._assigned_at = time.monotonic()
+        self._tombstones: list[tuple[str, int]] = []
+        self._next_sweep = time.monotonic() + settings.state_ttl_check
         # Called between batches (hot reload of the GeoIP database and the exceptions file).
         self.reloader: Callable[[], None] = lambda: None
 
@@ -222,7 +285,9 @@ class Pipeline:
         if s.instance_id:
             options["group_instance_id"] = s.instance_id
         consumer = KafkaConsumer(**options)
-        consumer.subscribe(self.topics, listener=self.assignment)
+        consumer.subscribe(
+            [*self.topics, *([] if self.keyed else [self.by_account])], listener=self.assignment
+        )
         return consumer
 
     def _new_producer(self) -> KafkaProducer:
@@ -244,8 +309,10 @@ class Pipeline:
             producer.init_transactions()
         return producer
 
-    def start(self) -> None:
+    def start(self, partitions: int | None = None) -> None:
         """Connect both clients; fails fast (``BrokerError``) when Kafka cannot be reached."""
+        if partitions is not None:
+            self.partitions = partitions
         try:
             self.producer = self._new_producer()
             self.consumer = self._new_consumer()
@@ -257,6 +324,9 @@ class Pipeline:
             "connected",
             bootstrap=self.s.bootstrap_servers,
             input=self.s.input_topic,
+            by_account="(input is keyed by account)" if self.keyed else self.by_account,
+            changelog=self.changelog,
+            partitions=self.partitions,
             group=self.s.group_id,
             transactions=self.transactional,
             transactional_id=self._txn_id,
@@ -300,9 +370,9 @@ class Pipeline:
             self.health.tick()
             self.reloader()
             timeout = self.s.poll_timeout
-            due = self.buffer.next_due()
-            if due is not None:
-                timeout = min(timeout, max(0.0, due - time.monotonic()))
+            for due in (self.buffer.next_due(), self.state_buffer.next_due()):
+                if due is not None:
+                    timeout = min(timeout, max(0.0, due - time.monotonic()))
             try:
                 polled = self.consumer.poll(timeout_ms=int(timeout * 1000))
             except (kerr.KafkaError, OSError) as exc:
@@ -311,25 +381,46 @@ class Pipeline:
                 stop.wait(1.0)
                 continue
             if self.assignment.changed:
-                self._on_assignment()
-            if polled or len(self.buffer):
+                self._on_assignment(stop)
+            self._sweep()
+            if polled or len(self.buffer) or len(self.state_buffer) or self._tombstones:
                 self._batch(polled, stop)
         logs.event(log, "stopping: closing consumer and producer")
 
-    def _on_assignment(self) -> None:
+    def _state_partitions(self, tps: set[TopicPartition]) -> set[int]:
+        return {tp.partition for tp in tps if tp.topic in self.state_topics}
+
+    def _on_assignment(self, stop: threading.Event) -> None:
+        """Act on what the rebalance callbacks recorded (they run inside poll and only record)."""
+        assert self.consumer is not None
         self.assignment.changed = False
-        revoked = self._owned - self.assignment.assigned
+        assigned = set(self.assignment.assigned)
+        revoked = self._owned - assigned
         if revoked:
             # Their new owner re-reads them from the committed offsets, held sign-ins included.
             self.buffer.drop_sources(revoked)
+            self.state_buffer.drop_sources(revoked)
             for tp in revoked:
                 self._next.pop(tp, None)
                 self._newest.pop(tp, None)
-        self._owned = set(self.assignment.assigned)
+        lost = self._state_partitions(revoked) - self._state_partitions(assigned)
+        for p in sorted(lost):
+            dropped = self.store.drop(p)
+            logs.event(log, "state of a revoked partition dropped", partition=p, accounts=dropped)
+        gained = self._state_partitions(assigned) - set(self.store.parts)
+        if gained:
+            paused = [tp for tp in assigned if tp.topic in self.state_topics and tp.partition in gained]
+            self.consumer.pause(*paused)
+            try:
+                self._restore(sorted(gained), stop)
+            finally:
+                self.consumer.resume(*paused)
+        self._owned = assigned
         self._assigned_at = time.monotonic()
-        parts = sorted(self.assignment.assigned)
+        parts = sorted(assigned)
         self.health.partitions = len(parts)
         self.metrics.assigned_partitions.set(len(parts))
+        self.metrics.state_partitions.set(len(self.store.parts))
         self.metrics.consumer_lag.clear()
         logs.event(
             log,
@@ -338,15 +429,84 @@ class Pipeline:
             partitions=",".join(f"{tp.topic}[{tp.partition}]" for tp in parts),
         )
 
-    def _hold(self, polled: dict[TopicPartition, list[Any]]) -> list[tuple[Any, str]]:
-        """Decode polled records into the reorder buffer; returns the records that are not sign-ins."""
+    def _restore(self, partitions: list[int], stop: threading.Event) -> None:
+        """Read the changelog partitions to their end (committed records only) into the state store."""
+        started = time.monotonic()
+        for p in partitions:
+            self.store.assign(p)
+        tps = [TopicPartition(self.changelog, p) for p in partitions]
+        reader = KafkaConsumer(
+            **client_options(self.s),
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            max_poll_records=20_000,
+            fetch_max_bytes=64 << 20,
+            max_partition_fetch_bytes=16 << 20,
+        )
+        records = 0
+        try:
+            reader.assign(tps)
+            reader.seek_to_beginning(*tps)
+            ends = reader.end_offsets(tps)
+            todo = {tp for tp in tps if ends.get(tp, 0) > 0}
+            while todo and not stop.is_set():
+                for tp, batch in reader.poll(timeout_ms=500).items():
+                    store = self.store.parts[tp.partition]
+                    for record in batch:
+                        user = record.key.decode("utf-8", "surrogatepass")
+                        if record.value is None:
+                            store.delete(user)
+                        else:
+                            store.put_packed(user, record.value)
+                        records += 1
+                todo = {tp for tp in todo if reader.position(tp) < ends[tp]}
+        finally:
+            reader.close()
+        seconds = time.monotonic() - started
+        self.metrics.restore_seconds.observe(seconds)
+        accounts = sum(len(self.store.parts[p]) for p in partitions)
+        logs.event(
+            log,
+            "state restored from the changelog",
+            partitions=",".join(map(str, partitions)),
+            records=records,
+            accounts=accounts,
+            seconds=round(seconds, 3),
+        )
+
+    def _sweep(self) -> None:
+        """Now and then: drop accounts idle past the TTL (in event time), with changelog tombstones."""
+        if time.monotonic() < self._next_sweep:
+            return
+        self._next_sweep = time.monotonic() + self.s.state_ttl_check
+        newest = self.engine.tally.newest_event_time
+        if newest > 0:
+            gone = self.store.expire(newest - self.s.state_ttl)
+            if gone:
+                self._tombstones += gone
+                logs.event(log, "idle accounts expired", accounts=len(gone))
+
+    def _decode(self, polled: dict[TopicPartition, list[Any]]) -> list[tuple[Any, str]]:
+        """Input records into ``buffer``, repartitioned ones into ``state_buffer``; returns the records
+        that are not sign-ins."""
         bad: list[tuple[Any, str]] = []
-        buffer, arrived = self.buffer, time.monotonic()
+        arrived = time.monotonic()
         # Sign-ins that are already old on arrival come in bursts (a backlog, a replayed stream) where
         # partitions can be milliseconds out of step: those wait a moment; fresh ones go at once.
         old_before, hold = self.clock() - FRESH_S, self.s.reorder_min_wait
         for tp, records in polled.items():
+            self._next[tp] = records[-1].offset + 1
             newest = self._newest.get(tp, float("-inf"))
+            if tp.topic == self.by_account:  # already checked by stage 1
+                for record in records:
+                    event = decode_internal(record.value)
+                    self.state_buffer.add(
+                        event, tp, record.offset, arrived, hold if event.time < old_before else 0.0
+                    )
+                    newest = max(newest, event.time)
+                self._newest[tp] = newest
+                continue
             normalizer = self.normalizers.get(tp.topic, self.normalizer)
             values = [r.value if r.value is not None else b"" for r in records]
             for record, outcomes in zip(records, normalizer.many(values), strict=True):
@@ -355,7 +515,7 @@ class Pipeline:
                     if outcome.error is not None:
                         reasons.append(outcome.error.reason)
                     for event in outcome.signins:
-                        buffer.add(
+                        self.buffer.add(
                             event, tp, record.offset, arrived, hold if event.time < old_before else 0.0
                         )
                         newest = max(newest, event.time)
@@ -365,15 +525,16 @@ class Pipeline:
                     more = f" (+{len(reasons) - 1} more)" if len(reasons) > 1 else ""
                     bad.append((record, reasons[0] + more))
             self._newest[tp] = newest
-            self._next[tp] = records[-1].offset + 1
         return bad
 
-    def _watermark(self) -> float:
-        """Lowest newest-event-time among partitions that still have records to deliver; +inf when all
-        have caught up. A partition not fetched yet counts as behind for a moment after assignment."""
+    def _watermark(self, topics: set[str]) -> float:
+        """Lowest newest-event-time among the partitions of ``topics`` that still have records to
+        deliver; +inf when all have caught up. A partition not fetched yet counts as behind a moment."""
         assert self.consumer is not None
         mark = float("inf")
         for tp in self.assignment.assigned:
+            if tp.topic not in topics:
+                continue
             highwater = self.consumer.highwater(tp)
             if highwater is None:
                 behind = time.monotonic() - self._assigned_at < 2.0
@@ -392,6 +553,8 @@ class Pipeline:
     def _commit_offsets(self) -> dict[TopicPartition, int]:
         """Per owned partition: the next offset to read, but never past a sign-in still held."""
         held = self.buffer.oldest_offsets()
+        if self.state_buffer is not self.buffer:
+            held.update(self.state_buffer.oldest_offsets())  # different topics: no overlap
         return {
             tp: min(held.get(tp, offset), offset)
             for tp, offset in self._next.items()
@@ -402,32 +565,53 @@ class Pipeline:
         started = time.monotonic()
         assert self.consumer is not None
         first = {tp: records[0].offset for tp, records in polled.items()}
-        snapshot = self.buffer.snapshot()
+        snapshots = self.buffer.snapshot(), self.state_buffer.snapshot()
         saved = dict(self._next), dict(self._newest)
-        bad = self._hold(polled)
-        events = self.buffer.release(self._watermark(), time.monotonic())
-        if not events and not bad and not polled:
+        bad = self._decode(polled)
+        now_m = time.monotonic()
+        to_partition: list[tuple[SignIn, int]] = []
+        if not self.keyed:  # stage 1: in event-time order across the input's partitions, by account
+            n = self.partitions
+            released = self.buffer.release(self._watermark(set(self.topics)), now_m)
+            to_partition = [(e, account_partition(e.user, n)) for e in released]
+        held = self.state_buffer.release_held(self._watermark(self.state_topics), now_m)
+        tombstones, self._tombstones = self._tombstones, []
+        if not held and not bad and not polled and not tombstones and not to_partition:
             return
-        result = self.engine.process(events, [reason for _, reason in bad])
+        for h in held:
+            self.store.route(h.event.user, h.source.partition)  # type: ignore[attr-defined]
+        result = self.engine.process([h.event for h in held], [reason for _, reason in bad])
+        changes = [
+            (user, self.store.partition_of(user), pack(user, st)) for user, st in result.changes.items()
+        ]
         after = self._commit_offsets()
+        out = Outputs(result.alerts, bad, to_partition, changes, tombstones)
         self._committing = False
         try:
             if self.transactional:
-                self._commit_transaction(result.alerts, bad, after)
+                self._commit_transaction(out, after)
             else:
-                self._commit_at_least_once(result.alerts, bad, after)
+                self._commit_at_least_once(out, after)
         except (kerr.KafkaError, OSError) as exc:
             if not self._recover(exc, first, after, stop):
-                self.buffer.restore(snapshot)
+                self.buffer.restore(snapshots[0])
+                if self.state_buffer is not self.buffer:
+                    self.state_buffer.restore(snapshots[1])
                 self._next, self._newest = saved
+                self._tombstones = tombstones + self._tombstones
+                self.store.routes.clear()
                 return
         self.engine.commit(result)
+        self.store.routes.clear()
         now = self.clock()
         m = self.metrics
         if polled:
             m.batch_size.observe(sum(len(r) for r in polled.values()))
         m.dlq.inc(len(bad))
-        m.held.set(len(self.buffer))
+        m.held.set(len(self.buffer) + (len(self.state_buffer) if self.state_buffer is not self.buffer else 0))
+        m.changelog.inc(len(changes))
+        m.tombstones.inc(len(tombstones))
+        m.repartitioned.inc(len(to_partition))
         for alert in result.alerts:
             m.alert_latency.observe(max(0.0, now - alert.current.time))
         m.processing_latency.observe(time.monotonic() - started)
@@ -438,11 +622,12 @@ class Pipeline:
                 if highwater is not None:
                     m.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, highwater - self._next[tp]))
 
-    def _outputs(self, alerts: list[Any], bad: list[tuple[Any, str]]) -> list[Any]:
-        """Send the batch's DLQ records and alerts; returns the send futures."""
+    def _outputs(self, out: Outputs) -> list[Any]:
+        """Send everything a batch produces; returns the send futures."""
         assert self.producer is not None
+        send = self.producer.send
         futures = []
-        for record, reason in bad:
+        for record, reason in out.bad:
             headers = [
                 ("reason", reason.encode("utf-8", "backslashreplace")),
                 ("source_topic", record.topic.encode()),
@@ -450,12 +635,27 @@ class Pipeline:
                 ("source_offset", str(record.offset).encode()),
                 ("detector_version", __version__.encode()),
             ]
+            futures.append(send(self.s.dlq_topic, value=record.value, key=record.key, headers=headers))
+        for event, p in out.to_partition:
             futures.append(
-                self.producer.send(self.s.dlq_topic, value=record.value, key=record.key, headers=headers)
+                send(
+                    self.by_account,
+                    value=encode_internal(event),
+                    partition=p,
+                    key=event.user.encode("utf-8", "surrogatepass"),
+                )
             )
-        for alert in alerts:
+        for user, p, blob in out.changes:
             futures.append(
-                self.producer.send(
+                send(self.changelog, value=blob, partition=p, key=user.encode("utf-8", "surrogatepass"))
+            )
+        for user, p in out.tombstones:
+            futures.append(
+                send(self.changelog, value=None, partition=p, key=user.encode("utf-8", "surrogatepass"))
+            )
+        for alert in out.alerts:
+            futures.append(
+                send(
                     self.s.alert_topic,
                     value=encode_alert(alert),
                     key=alert.user.encode("utf-8", "surrogatepass"),
@@ -463,12 +663,10 @@ class Pipeline:
             )
         return futures
 
-    def _commit_transaction(
-        self, alerts: list[Any], bad: list[tuple[Any, str]], after: dict[TopicPartition, int]
-    ) -> None:
+    def _commit_transaction(self, out: Outputs, after: dict[TopicPartition, int]) -> None:
         assert self.producer is not None and self.consumer is not None
         self.producer.begin_transaction()
-        self._outputs(alerts, bad)
+        self._outputs(out)
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in after.items()}
         timeout = self.s.commit_timeout
         _txn(self.producer, "send_offsets_to_transaction", timeout, offsets, self.consumer.group_metadata())
@@ -476,11 +674,9 @@ class Pipeline:
         _txn(self.producer, "begin_commit", timeout)
         self.metrics.transactions.labels("committed").inc()
 
-    def _commit_at_least_once(
-        self, alerts: list[Any], bad: list[tuple[Any, str]], after: dict[TopicPartition, int]
-    ) -> None:
+    def _commit_at_least_once(self, out: Outputs, after: dict[TopicPartition, int]) -> None:
         assert self.producer is not None and self.consumer is not None
-        futures = self._outputs(alerts, bad)
+        futures = self._outputs(out)
         self.producer.flush(timeout=self.s.commit_timeout)
         for future in futures:
             future.get(timeout=self.s.commit_timeout)  # raises when the broker did not acknowledge

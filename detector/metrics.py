@@ -31,6 +31,8 @@ from detector.geoip import GeoIP
 
 log = logging.getLogger("detector.metrics")
 
+# Every series exists from the start (zero), so dashboards and rules see them before the first event.
+SUPPRESSION_REASONS = ("repeat", "country_level", "satellite", "hosting", "mobile", "exception")
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
 BATCH_BUCKETS = (1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
@@ -46,10 +48,10 @@ class _EngineCollector(Collector):
         t = self.engine.tally
         events = CounterMetricFamily(
             "detector_events",
-            "Sign-ins consumed, by result (evaluated, duplicate, no_location, failure_ignored, rejected)",
+            "Sign-ins consumed, by result (evaluated, duplicate, no_location, trusted, failure_ignored, rejected)",
             labels=["result"],
         )
-        for result in ("evaluated", "duplicate", "no_location", "failure_ignored", "rejected"):
+        for result in ("evaluated", "duplicate", "no_location", "trusted", "failure_ignored", "rejected"):
             events.add_metric([result], t.by_result.get(result, 0))
         yield events
         outcomes = CounterMetricFamily(
@@ -66,9 +68,15 @@ class _EngineCollector(Collector):
         for severity in ("low", "medium", "high"):
             alerts.add_metric([severity], t.alerts_by_severity.get(severity, 0))
         yield alerts
-        yield CounterMetricFamily(
-            "detector_alerts_suppressed", "Repeats of an alerted location pair kept quiet", value=t.suppressed
+        suppressed = CounterMetricFamily(
+            "detector_alerts_suppressed",
+            "Impossible pairs not alerted, by reason (repeat, country_level, satellite, hosting, mobile, exception)",
+            labels=["reason"],
         )
+        counts = dict(t.suppressed_by)
+        for reason in sorted(set(SUPPRESSION_REASONS) | set(counts)):
+            suppressed.add_metric([reason], counts.get(reason, 0))
+        yield suppressed
         yield CounterMetricFamily(
             "detector_late_events", "Sign-ins older than the account's newest", value=t.late
         )
@@ -93,6 +101,11 @@ class _EngineCollector(Collector):
                 "detector_geoip_database_reads",
                 "GeoIP lookups that read the database",
                 value=s.database_reads,
+            )
+            yield CounterMetricFamily(
+                "detector_geoip_errors",
+                "GeoIP lookups that failed (a database file overwritten in place)",
+                value=s.errors,
             )
             db = self.geo.database
             yield GaugeMetricFamily(
@@ -137,6 +150,26 @@ class Metrics:
         )
         self.held = Gauge(
             "detector_reorder_held", "Sign-ins held in the reorder buffer for event-time order", registry=r
+        )
+        self.state_partitions = Gauge(
+            "detector_state_partitions", "Partitions whose account state this process holds", registry=r
+        )
+        self.restore_seconds = Histogram(
+            "detector_restore_seconds",
+            "Time to restore assigned partitions' state from the changelog",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.changelog = Counter(
+            "detector_changelog_records", "Account states written to the changelog", registry=r
+        )
+        self.tombstones = Counter(
+            "detector_changelog_tombstones",
+            "Accounts expired (idle past the TTL) with a changelog tombstone",
+            registry=r,
+        )
+        self.repartitioned = Counter(
+            "detector_repartitioned", "Sign-ins re-keyed by account into the repartition topic", registry=r
         )
         self.assigned_partitions = Gauge(
             "detector_assigned_partitions", "Input partitions assigned", registry=r

@@ -85,6 +85,10 @@ class ReorderBuffer:
 
     def release(self, watermark: float, now: float = 0.0) -> list[SignIn]:
         """Sign-ins whose time is at least ``window_s`` behind the watermark, or held too long; oldest first."""
+        return [h.event for h in self.release_held(watermark, now)]
+
+    def release_held(self, watermark: float, now: float = 0.0) -> list[Held]:
+        """``release``, with where each sign-in came from."""
         items = self._sort()
         if not items:
             return []
@@ -99,7 +103,7 @@ class ReorderBuffer:
             if items[k].due > now:
                 end = k
                 break
-        out = [h.event for h in items[:end]]
+        out = items[:end]
         del items[:end]
         return out
 

@@ -15,7 +15,7 @@ from itertools import islice
 from typing import Protocol
 
 from detector.model import AccountState
-from detector.statecodec import Locate, pack, unpack, user_of
+from detector.statecodec import Locate, newest_of, newest_time, pack, unpack, user_of
 
 
 class StateStore(Protocol):
@@ -205,6 +205,28 @@ class CompactStore:
                 arena += self._arena[start : start + size]
         self._arena, self._garbage = arena, 0
 
+    def put_packed(self, user: str, blob: bytes) -> None:
+        """Take an account's packed state as it is (restoring from a changelog: no unpacking)."""
+        if self._hot.pop(user, None) is None:
+            slot = self._find_cold(user)
+            if slot >= 0:
+                self._drop_cold(user, slot)
+        self._store_cold(user, blob)
+
+    def expire(self, before: float) -> list[str]:
+        """Drop the accounts whose newest event is older than ``before``; returns them."""
+        gone = [u for u, st in self._hot.items() if newest_time(st) < before]
+        for user in gone:
+            del self._hot[user]
+        for slot, size in enumerate(self._sizes):
+            if size:
+                blob = self._blob(slot)
+                if newest_of(blob) < before:
+                    user = user_of(blob)
+                    self._drop_cold(user, slot)
+                    gone.append(user)
+        return gone
+
     def __len__(self) -> int:
         return len(self._hot) + len(self._sizes) - len(self._free)
 
@@ -213,3 +235,53 @@ class CompactStore:
         for slot, size in enumerate(list(self._sizes)):
             if size:
                 yield unpack(self._blob(slot), self.locate)
+
+
+class PartitionedStore:
+    """Account state split by the partition that owns each account (Kafka's unit of work and of
+    ownership): a ``CompactStore`` per partition this process owns. The stream tells it, for every
+    account of a batch, which partition it came from (``route``); a partition's accounts are dropped when
+    the partition moves to another process, and restored from the changelog when it comes here."""
+
+    def __init__(self, locate: Locate, hot_size: int = 100_000, partitions: int = 1) -> None:
+        self.locate = locate
+        self.hot_size = max(1, hot_size // max(1, partitions))
+        self.parts: dict[int, CompactStore] = {}
+        self.routes: dict[str, int] = {}
+
+    def assign(self, partition: int) -> CompactStore:
+        if partition not in self.parts:
+            self.parts[partition] = CompactStore(self.locate, self.hot_size)
+        return self.parts[partition]
+
+    def drop(self, partition: int) -> int:
+        store = self.parts.pop(partition, None)
+        return len(store) if store is not None else 0
+
+    def route(self, user: str, partition: int) -> None:
+        self.routes[user] = partition
+
+    def partition_of(self, user: str) -> int:
+        return self.routes[user]
+
+    def get(self, user: str) -> AccountState | None:
+        store = self.parts.get(self.routes.get(user, -1))
+        return store.get(user) if store is not None else None
+
+    def put(self, user: str, state: AccountState) -> None:
+        self.assign(self.routes[user]).put(user, state)
+
+    def delete(self, user: str) -> None:
+        store = self.parts.get(self.routes.get(user, -1))
+        if store is not None:
+            store.delete(user)
+
+    def expire(self, before: float) -> list[tuple[str, int]]:
+        return [(user, p) for p, store in self.parts.items() for user in store.expire(before)]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.parts.values())
+
+    def items(self) -> Iterator[tuple[str, AccountState]]:
+        for store in list(self.parts.values()):
+            yield from store.items()

@@ -8,7 +8,10 @@ Locations an identity provider supplied are stored whole.
 
 Layout (little-endian), version 1::
 
-    u8 version | str user | u8 n_visits | visit* | u8 n_recent | recent* | u8 n_alerted | alerted*
+    u8 version | str user | f64 newest | u8 n_visits | visit* | u8 n_recent | recent* | u8 n_alerted | alerted*
+
+``newest`` is the newest event time the state holds (0 when none): what a TTL sweep reads without
+unpacking.
     visit    = f64 time | ip | event_id | u8 flags | f32 lat | f32 lon | f32 radius
                [ if flags & VENDOR: f64 lat | f64 lon | f64 radius | str country | str city | str source ]
     ip       = u8 4 + 4 bytes (IPv4) | u8 0 + str (anything else)
@@ -76,6 +79,7 @@ def _event_id(out: bytearray, eid: str) -> None:
 def pack(user: str, state: AccountState) -> bytes:
     out = bytearray((VERSION,))
     _str(out, user)
+    out += _TIME.pack(newest_time(state))
     out.append(len(state.visits))
     for v in state.visits:
         loc = v.location
@@ -141,6 +145,18 @@ class _Reader:
         return values
 
 
+def newest_time(state: AccountState) -> float:
+    times = [v.time for v in state.visits[-1:]] + [e.time for e in state.alerted]
+    return max(times) if times else 0.0
+
+
+def newest_of(data: bytes) -> float:
+    """The newest event time of a packed state, without unpacking it."""
+    (n,) = _LEN.unpack_from(data, 1)
+    (t,) = _TIME.unpack_from(data, 3 + n)
+    return float(t)
+
+
 def user_of(data: bytes) -> str:
     """The account a packed state belongs to."""
     r = _Reader(data)
@@ -155,6 +171,7 @@ def unpack(data: bytes, locate: Locate) -> tuple[str, AccountState]:
     if r.byte() != VERSION:
         raise ValueError("unknown state version")
     user = r.text()
+    r.take(_TIME)
     visits = []
     for _ in range(r.byte()):
         (time,) = r.take(_TIME)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from detector.localkafka import LocalKafka, broker_answers
 from detector.testing import build_city_db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,3 +51,45 @@ def run_cli(
         cwd=ROOT,
         timeout=timeout,
     )
+
+
+# -- the real broker, shared by every test that needs one ---------------------------------------------
+#
+# KAFKA_BOOTSTRAP_SERVERS when set, else a local Apache Kafka started for the session (see
+# detector.localkafka). Readiness is a metadata request, never a sleep. With CI=true a broker test
+# never skips: it fails.
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _need_tools() -> None:
+    missing = [tool for tool in ("java", "mvn") if not shutil.which(tool)]
+    if missing:
+        message = f"a local Kafka broker needs {', '.join(missing)}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap() -> Iterator[str]:
+    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    if given:
+        deadline = time.monotonic() + 60
+        while not broker_answers(given):
+            if time.monotonic() > deadline:
+                pytest.fail(f"KAFKA_BOOTSTRAP_SERVERS={given} does not answer")
+            time.sleep(0.5)
+        yield given
+        return
+    _need_tools()
+    broker = LocalKafka(name=f"pytest-{os.getpid()}", port=free_port())
+    broker.up(timeout_s=180)
+    try:
+        yield broker.bootstrap
+    finally:
+        broker.wipe()

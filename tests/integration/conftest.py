@@ -1,17 +1,11 @@
-"""Real-broker fixtures: a session broker, uuid-named topics per test, a detector subprocess driver.
-
-The session broker is ``KAFKA_BOOTSTRAP_SERVERS`` when set, else a local Apache Kafka started for the
-session (see detector.localkafka). Readiness is a metadata request, never a sleep. With CI=true a broker
-test never skips: it fails.
-"""
+"""Real-broker fixtures: uuid-named topics per test and a detector subprocess driver (the session broker
+is ``kafka_bootstrap`` in tests/conftest.py)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,43 +19,9 @@ from typing import Any
 import orjson
 import pytest
 
-from detector.localkafka import LocalKafka, broker_answers
-from tests.conftest import IN_CI, ROOT
+from tests.conftest import ROOT, free_port
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _need_tools() -> None:
-    missing = [tool for tool in ("java", "mvn") if not shutil.which(tool)]
-    if missing:
-        message = f"a local Kafka broker needs {', '.join(missing)}"
-        if IN_CI:
-            pytest.fail(message)
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    given = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if given:
-        deadline = time.monotonic() + 60
-        while not broker_answers(given):
-            if time.monotonic() > deadline:
-                pytest.fail(f"KAFKA_BOOTSTRAP_SERVERS={given} does not answer")
-            time.sleep(0.5)
-        yield given
-        return
-    _need_tools()
-    broker = LocalKafka(name=f"pytest-{os.getpid()}", port=free_port())
-    broker.up(timeout_s=180)
-    try:
-        yield broker.bootstrap
-    finally:
-        broker.wipe()
+__all__ = ["free_port"]  # the broker itself is tests/conftest.py's session fixture ``kafka_bootstrap``
 
 
 @dataclass
