@@ -15,16 +15,20 @@ acknowledged before the offsets are committed (at-least-once; ``alert_id`` lets 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
+import math
 import socket
 import threading
 import time
 import uuid
 import zlib
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import errors as kerr
 from kafka.admin import NewTopic
@@ -164,6 +168,19 @@ def topic_normalizers(settings: Any) -> tuple[Normalizer, dict[str, Normalizer]]
     return normalizer_from(settings, default), per_topic
 
 
+# Key of the records that carry stage 1's progress through the repartition topic (no account is empty).
+MARKER_KEY = b""
+# An input partition caught up this long (wall clock) no longer holds live traffic back in stage 2.
+IDLE_AFTER_S = 2.0
+# A backlog sign-in that reached stage 2 at time a no longer waits for an input partition whose owner
+# reported it caught up (read to its end, nothing held) at a + this margin or later: whatever that
+# partition had that is older came through before the report. The margin covers producers whose
+# records to different partitions are appended milliseconds apart, and clocks of different hosts.
+CAUGHT_UP_MARGIN_S = 1.0
+# Markers go out when a promise changes, and at least this often.
+MARKER_EVERY_S = 1.0
+
+
 def internal_topics(settings: Any) -> tuple[str, str]:
     """The repartition topic (sign-ins keyed by account) and the state changelog of a group."""
     return f"{settings.group_id}-signins-by-account", f"{settings.group_id}-state-changelog"
@@ -184,6 +201,7 @@ class Outputs:
     to_partition: list[tuple[SignIn, int]]
     changes: list[tuple[str, int, bytes]]
     tombstones: list[tuple[str, int]]
+    markers: list[tuple[int, bytes]]
 
 
 def topic_partitions(settings: Any, topic: str) -> int:
@@ -252,12 +270,24 @@ class Pipeline:
         # partitions are out of step with each other), and before detection (the repartition topic's
         # partitions are written by several processes). With keyed input the first is the second.
         self.buffer = ReorderBuffer(settings.reorder_window, settings.reorder_max_wait)
-        self.state_buffer = self.buffer if self.keyed else ReorderBuffer(0.0, settings.reorder_max_wait)
+        # Stage 2 waits for every input partition's progress (see ``_markers``): longer when an upstream
+        # process has died, until its partitions' new owner reports for them.
+        self.state_buffer = (
+            self.buffer if self.keyed else ReorderBuffer(0.0, max(settings.reorder_max_wait, 60.0))
+        )
+        # Per repartition partition: input partition -> its promises (strict, live, caught up at); see _markers.
+        self._upstream: dict[int, dict[tuple[str, int], tuple[float, float, float]]] = {}
+        self._input_partitions: list[tuple[str, int]] = []
+        self._last_marker: list[Any] | None = None
+        self._next_marker = 0.0
+        self._caught_up_since: dict[TopicPartition, float] = {}
         self._owned: set[TopicPartition] = set()
         self._next: dict[TopicPartition, int] = {}
         self._newest: dict[TopicPartition, float] = {}
         self._assigned_at = time.monotonic()
         self._tombstones: list[tuple[str, int]] = []
+        self._committed: dict[TopicPartition, int] = {}  # the offsets of the last committed batch
+        self._next_idle_check = time.monotonic()
         self._next_sweep = time.monotonic() + settings.state_ttl_check
         # Called between batches (hot reload of the GeoIP database and the exceptions file).
         self.reloader: Callable[[], None] = lambda: None
@@ -385,6 +415,10 @@ class Pipeline:
             self._sweep()
             if polled or len(self.buffer) or len(self.state_buffer) or self._tombstones:
                 self._batch(polled, stop)
+            elif time.monotonic() >= self._next_idle_check:
+                self._next_idle_check = time.monotonic() + 1.0
+                if self._idle_positions():
+                    self._batch({}, stop)
         logs.event(log, "stopping: closing consumer and producer")
 
     def _state_partitions(self, tps: set[TopicPartition]) -> set[int]:
@@ -403,6 +437,9 @@ class Pipeline:
             for tp in revoked:
                 self._next.pop(tp, None)
                 self._newest.pop(tp, None)
+                self._committed.pop(tp, None)
+                if tp.topic == self.by_account:
+                    self._upstream.pop(tp.partition, None)
         lost = self._state_partitions(revoked) - self._state_partitions(assigned)
         for p in sorted(lost):
             dropped = self.store.drop(p)
@@ -496,10 +533,19 @@ class Pipeline:
         # partitions can be milliseconds out of step: those wait a moment; fresh ones go at once.
         old_before, hold = self.clock() - FRESH_S, self.s.reorder_min_wait
         for tp, records in polled.items():
-            self._next[tp] = records[-1].offset + 1
+            self._next[tp] = self._position(tp, records[-1].offset + 1)
             newest = self._newest.get(tp, float("-inf"))
             if tp.topic == self.by_account:  # already checked by stage 1
+                upstream = self._upstream.setdefault(tp.partition, {})
                 for record in records:
+                    if record.key == MARKER_KEY:
+                        for topic, partition, strict, live, caught in orjson.loads(record.value):
+                            upstream[(topic, partition)] = (
+                                math.inf if strict is None else strict,
+                                math.inf if live is None else live,
+                                -math.inf if caught is None else caught,
+                            )
+                        continue
                     event = decode_internal(record.value)
                     self.state_buffer.add(
                         event, tp, record.offset, arrived, hold if event.time < old_before else 0.0
@@ -526,6 +572,97 @@ class Pipeline:
                     bad.append((record, reasons[0] + more))
             self._newest[tp] = newest
         return bad
+
+    def _position(self, tp: TopicPartition, fallback: int) -> int:
+        """The consumer's position: past the records returned and past transaction markers after them
+        (committing only the last record's offset + 1 would leave a transactional topic's group one
+        marker short of its end for ever)."""
+        assert self.consumer is not None
+        try:
+            return max(fallback, int(self.consumer.position(tp, timeout_ms=100)))
+        except (kerr.KafkaError, AssertionError, TypeError, ValueError):
+            return fallback
+
+    def _idle_positions(self) -> bool:
+        """Positions that moved past markers alone since the last commit (nothing held there)."""
+        held = self.buffer.oldest_offsets()
+        if self.state_buffer is not self.buffer:
+            held.update(self.state_buffer.oldest_offsets())
+        moved = False
+        for tp in self.assignment.assigned:
+            if tp in held or tp not in self._committed:
+                continue
+            position = self._position(tp, self._committed[tp])
+            if position > self._committed[tp]:
+                self._next[tp] = position
+                moved = True
+        return moved
+
+    def _markers(self, now: float) -> list[tuple[int, bytes]]:
+        """Stage 1's progress, for stage 2 wherever it runs: to every repartition partition, a record
+        with, per input partition this process owns, two event times up to which all its sign-ins are
+        in (sent before the record, in the same transaction), and when it was last seen caught up.
+        ``strict``: the newest sign-in seen there (producers write in time order: an older one coming
+        later is late), or less while some are still held here. ``live``: the same, but nothing once it
+        has been idle 2 s, so that a quiet partition does not hold live traffic back. ``caught``: the
+        wall-clock time of this record if the partition is read to its end with nothing held, so that a
+        backlog (ordered by ``strict``) does not wait for a partition that has nothing more to give.
+        Sent when they change, and every second."""
+        assert self.consumer is not None
+        held = self.buffer.oldest_times()
+        wall = self.clock()
+        promises = []
+        for tp in sorted(self.assignment.assigned):
+            if tp.topic not in self.topics:
+                continue
+            highwater = self.consumer.highwater(tp)
+            position = self._next[tp] if tp in self._next else self._position(tp, -1)
+            caught_up = highwater is not None and position >= highwater
+            if not caught_up:
+                self._caught_up_since.pop(tp, None)
+            quiet = now - self._caught_up_since.setdefault(tp, now) if caught_up else 0.0
+            strict = max(self._newest.get(tp, 0.0), 0.0)
+            live = math.inf if quiet >= IDLE_AFTER_S else strict
+            caught = None
+            if tp in held:
+                strict = live = min(strict, held[tp] - 1e-6)
+            elif caught_up:
+                caught = wall
+            promises.append([tp.topic, tp.partition, strict, None if math.isinf(live) else live, caught])
+        changed = [[*p[:4], p[4] is None] for p in promises]
+        if not promises or (changed == self._last_marker and now < self._next_marker):
+            return []
+        self._last_marker, self._next_marker = changed, now + MARKER_EVERY_S
+        value = orjson.dumps(promises)
+        return [(p, value) for p in range(self.partitions)]
+
+    def _upstream_watermark(self) -> tuple[Callable[[float], float], float]:
+        """Stage 2's watermarks: the least progress any input partition has reported over the
+        repartition partitions this process owns (+inf when it owns none), ``live``, and ``strict`` as a
+        function of when a sign-in arrived (partitions caught up since then do not count)."""
+        if not self._input_partitions and self.consumer is not None:
+            self._input_partitions = [
+                (t, p) for t in self.topics for p in sorted(self.consumer.partitions_for_topic(t) or ())
+            ]
+        live = math.inf
+        gates: list[tuple[float, float]] = []  # (caught up at, strict)
+        for tp in self.assignment.assigned:
+            if tp.topic == self.by_account:
+                upstream = self._upstream.get(tp.partition, {})
+                for ip in self._input_partitions:
+                    s, lv, caught = upstream.get(ip, (-math.inf, -math.inf, -math.inf))
+                    live = min(live, lv)
+                    gates.append((caught, s))
+        gates.sort()
+        caughts = [c for c, _ in gates]
+        lowest = list(itertools.accumulate((s for _, s in gates), min))
+        to_wall = self.clock() - time.monotonic()
+
+        def strict(arrived: float) -> float:
+            k = bisect_left(caughts, arrived + to_wall + CAUGHT_UP_MARGIN_S)
+            return lowest[k - 1] if k else math.inf
+
+        return strict, live
 
     def _watermark(self, topics: set[str]) -> float:
         """Lowest newest-event-time among the partitions of ``topics`` that still have records to
@@ -570,13 +707,20 @@ class Pipeline:
         bad = self._decode(polled)
         now_m = time.monotonic()
         to_partition: list[tuple[SignIn, int]] = []
+        markers: list[tuple[int, bytes]] = []
         if not self.keyed:  # stage 1: in event-time order across the input's partitions, by account
             n = self.partitions
             released = self.buffer.release(self._watermark(set(self.topics)), now_m)
             to_partition = [(e, account_partition(e.user, n)) for e in released]
-        held = self.state_buffer.release_held(self._watermark(self.state_topics), now_m)
+            markers = self._markers(now_m)
+            strict, live = self._upstream_watermark()
+            held = self.state_buffer.release_held(live, now_m, strict, self.clock() - FRESH_S)
+        else:
+            held = self.state_buffer.release_held(self._watermark(self.state_topics), now_m)
         tombstones, self._tombstones = self._tombstones, []
-        if not held and not bad and not polled and not tombstones and not to_partition:
+        after = self._commit_offsets()
+        unchanged = all(self._committed.get(tp) == offset for tp, offset in after.items())
+        if not (held or bad or polled or tombstones or to_partition or markers) and unchanged:
             return
         for h in held:
             self.store.route(h.event.user, h.source.partition)  # type: ignore[attr-defined]
@@ -584,8 +728,7 @@ class Pipeline:
         changes = [
             (user, self.store.partition_of(user), pack(user, st)) for user, st in result.changes.items()
         ]
-        after = self._commit_offsets()
-        out = Outputs(result.alerts, bad, to_partition, changes, tombstones)
+        out = Outputs(result.alerts, bad, to_partition, changes, tombstones, markers)
         self._committing = False
         try:
             if self.transactional:
@@ -603,6 +746,7 @@ class Pipeline:
                 return
         self.engine.commit(result)
         self.store.routes.clear()
+        self._committed.update(after)
         now = self.clock()
         m = self.metrics
         if polled:
@@ -645,6 +789,8 @@ class Pipeline:
                     key=event.user.encode("utf-8", "surrogatepass"),
                 )
             )
+        for p, value in out.markers:
+            futures.append(send(self.by_account, value=value, partition=p, key=MARKER_KEY))
         for user, p, blob in out.changes:
             futures.append(
                 send(self.changelog, value=blob, partition=p, key=user.encode("utf-8", "surrogatepass"))

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 from bisect import bisect_right
-from collections.abc import Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from typing import NamedTuple
 
 from detector.model import SignIn
@@ -87,20 +87,39 @@ class ReorderBuffer:
         """Sign-ins whose time is at least ``window_s`` behind the watermark, or held too long; oldest first."""
         return [h.event for h in self.release_held(watermark, now)]
 
-    def release_held(self, watermark: float, now: float = 0.0) -> list[Held]:
-        """``release``, with where each sign-in came from."""
+    def release_held(
+        self,
+        watermark: float,
+        now: float = 0.0,
+        strict: Callable[[float], float] | None = None,
+        fresh_from: float = float("-inf"),
+    ) -> list[Held]:
+        """``release``, with where each sign-in came from.
+
+        ``strict``: for sign-ins older than ``fresh_from`` (a backlog), a second watermark, given the
+        time the sign-in arrived: one that does not count idle sources as done, since a backlog can
+        reach a source that was idle, only those seen caught up since the sign-in arrived."""
         items = self._sort()
         if not items:
             return []
         limit = watermark - self.window_s
+        overdue_limit = float("-inf")
         if self.max_hold_s != float("inf"):
             # Anything held past max_hold goes now, and with it everything older than it.
             overdue = [h.time for h in items if now - h.arrived >= self.max_hold_s]
             if overdue:
-                limit = max(limit, max(overdue))
+                overdue_limit = max(overdue)
+                limit = max(limit, overdue_limit)
         end = bisect_right(items, limit, key=_time)
+        window = self.window_s
         for k in range(end):  # nothing is released before an older one that is not yet due
-            if items[k].due > now:
+            h = items[k]
+            if h.due > now or (
+                h.time < fresh_from
+                and h.time > overdue_limit
+                and strict is not None
+                and h.time > strict(h.arrived) - window
+            ):
                 end = k
                 break
         out = items[:end]
@@ -122,6 +141,14 @@ class ReorderBuffer:
         for h in self._items:
             if h.offset >= 0 and (h.source not in out or h.offset < out[h.source]):
                 out[h.source] = h.offset
+        return out
+
+    def oldest_times(self) -> dict[Hashable, float]:
+        """Per source, the event time of its oldest sign-in still held."""
+        out: dict[Hashable, float] = {}
+        for h in self._items:
+            if h.source not in out or h.time < out[h.source]:
+                out[h.source] = h.time
         return out
 
     def drop_sources(self, sources: Iterable[Hashable]) -> int:

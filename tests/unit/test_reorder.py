@@ -34,6 +34,24 @@ def test_min_hold_and_max_hold_in_wall_clock() -> None:
     assert [e.time for e in b.release(watermark=0, now=15.0)] == [15, 20]
 
 
+
+def test_a_backlog_waits_for_the_strict_watermark_given_its_arrival() -> None:
+    # Backlog sign-ins (older than fresh_from) also need strict(arrived) to have passed them; the stream
+    # drops a partition from strict once it is reported caught up after the sign-in arrived.
+    b = ReorderBuffer(window_s=0, max_hold_s=60)
+    b.add(ev(100), arrived=1.0)
+    b.add(ev(200), arrived=5.0)
+    inf = float("inf")
+
+    def strict(arrived: float) -> float:
+        return 150.0 if arrived < 3.0 else 120.0
+
+    assert [h.event.time for h in b.release_held(inf, now=6.0, strict=strict, fresh_from=1000)] == [100]
+    assert b.release_held(inf, now=7.0, strict=strict, fresh_from=1000) == []
+    # Fresh sign-ins (not older than fresh_from) only need the live watermark.
+    assert [h.event.time for h in b.release_held(inf, now=7.0, strict=strict, fresh_from=150)] == [200]
+
+
 def test_offsets_per_source_drop_snapshot_restore() -> None:
     b = ReorderBuffer()
     b.add(ev(5), "p0", 10)
