@@ -43,6 +43,7 @@ from detector.ingest import normalizer_from
 from detector.metrics import Health, Metrics
 from detector.model import SignIn
 from detector.reorder import ReorderBuffer
+from detector.security import explain_security_error, kafka_security
 from detector.state import PartitionedStore
 from detector.statecodec import pack
 
@@ -63,8 +64,6 @@ _FATAL_PRODUCER = (
 
 def client_options(settings: Any) -> dict[str, Any]:
     """Options shared by every client: where the brokers are, who we are, how we authenticate."""
-    from detector.security import kafka_security
-
     return {
         "bootstrap_servers": [s.strip() for s in settings.bootstrap_servers.split(",") if s.strip()],
         "client_id": f"impossible-travel-{__version__}",
@@ -78,7 +77,13 @@ def brief(exc: BaseException, limit: int = 300) -> str:
     return f"{type(exc).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
-def describe_broker_error(exc: BaseException, bootstrap: str) -> str:
+def describe_broker_error(exc: BaseException, settings: Any) -> str:
+    """One line for an error from the Kafka client at start: refused credentials or an untrusted
+    certificate when it is one of those, else unreachable or refused."""
+    bootstrap = settings.bootstrap_servers
+    explained = explain_security_error(exc, settings)
+    if explained:
+        return explained
     if isinstance(exc, kerr.KafkaTimeoutError | OSError) or "bootstrap" in str(exc).lower():
         return f"cannot reach Kafka at {bootstrap}: no broker answered ({brief(exc)})"
     return f"Kafka at {bootstrap} refused us: {brief(exc)}"
@@ -92,7 +97,7 @@ def connect_admin(settings: Any) -> KafkaAdminClient:
             **client_options(settings), request_timeout_ms=timeout_ms, bootstrap_timeout_ms=timeout_ms
         )
     except (kerr.KafkaError, OSError) as exc:
-        raise BrokerError(describe_broker_error(exc, settings.bootstrap_servers)) from exc
+        raise BrokerError(describe_broker_error(exc, settings)) from exc
 
 
 def ensure_topics(
@@ -102,7 +107,7 @@ def ensure_topics(
     try:
         existing = set(admin.list_topics())
     except (kerr.KafkaError, OSError) as exc:
-        raise BrokerError(describe_broker_error(exc, settings.bootstrap_servers)) from exc
+        raise BrokerError(describe_broker_error(exc, settings)) from exc
     missing = [name for name in topics if name not in existing]
     if not missing:
         return
@@ -348,7 +353,7 @@ class Pipeline:
             self.consumer = self._new_consumer()
         except (kerr.KafkaError, OSError) as exc:
             self.close()
-            raise BrokerError(describe_broker_error(exc, self.s.bootstrap_servers)) from exc
+            raise BrokerError(describe_broker_error(exc, self.s)) from exc
         logs.event(
             log,
             "connected",
@@ -440,6 +445,9 @@ class Pipeline:
                 self._committed.pop(tp, None)
                 if tp.topic == self.by_account:
                     self._upstream.pop(tp.partition, None)
+        gained_tps = assigned - self._owned
+        if gained_tps:
+            self._seek_committed(gained_tps)
         lost = self._state_partitions(revoked) - self._state_partitions(assigned)
         for p in sorted(lost):
             dropped = self.store.drop(p)
@@ -465,6 +473,32 @@ class Pipeline:
             count=len(parts),
             partitions=",".join(f"{tp.topic}[{tp.partition}]" for tp in parts),
         )
+
+    def _seek_committed(self, tps: set[TopicPartition]) -> None:
+        """Read newly assigned partitions from the group's committed offsets. kafka-python keeps its
+        in-memory position for a partition assigned again after a revocation, but what this process
+        held from there was dropped with the revocation: it would be skipped for ever."""
+        assert self.consumer is not None
+        for tp in sorted(tps):
+            try:
+                offset = self.consumer.committed(tp, timeout_ms=int(self.s.commit_timeout * 1000))
+            except (kerr.KafkaError, AssertionError) as exc:
+                # Unknown: read it all again rather than skip; duplicates are recognised by event id.
+                logs.event(
+                    log,
+                    "committed offset unknown; reading the partition from its start",
+                    logging.WARNING,
+                    partition=f"{tp.topic}[{tp.partition}]",
+                    error=brief(exc),
+                )
+                self.consumer.seek_to_beginning(tp)
+                continue
+            if offset is not None:
+                self.consumer.seek(tp, offset)
+            elif self.s.auto_offset_reset == "earliest":
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek_to_end(tp)
 
     def _restore(self, partitions: list[int], stop: threading.Event) -> None:
         """Read the changelog partitions to their end (committed records only) into the state store."""
@@ -633,8 +667,27 @@ class Pipeline:
         if not promises or (changed == self._last_marker and now < self._next_marker):
             return []
         self._last_marker, self._next_marker = changed, now + MARKER_EVERY_S
+        self._confirm_caught_up(promises)
         value = orjson.dumps(promises)
         return [(p, value) for p in range(self.partitions)]
+
+    def _confirm_caught_up(self, promises: list[list[Any]]) -> None:
+        """``caught`` only where the partition's end, asked of the broker now, is reached: the
+        consumer's own idea of the end comes from its last fetch, which may predate records that are
+        already there. Anything appended before ``caught`` (taken before asking) is below the answer."""
+        assert self.consumer is not None
+        claims = {TopicPartition(p[0], p[1]): p for p in promises if p[4] is not None}
+        if not claims:
+            return
+        try:
+            ends = self.consumer.end_offsets(list(claims), timeout_ms=2000)
+        except (kerr.KafkaError, AssertionError, ValueError):
+            ends = {}
+        for tp, promise in claims.items():
+            end = ends.get(tp)
+            position = self._next[tp] if tp in self._next else self._position(tp, -1)
+            if end is None or position < end:
+                promise[4] = None
 
     def _upstream_watermark(self) -> tuple[Callable[[float], float], float]:
         """Stage 2's watermarks: the least progress any input partition has reported over the
@@ -803,7 +856,7 @@ class Pipeline:
             futures.append(
                 send(
                     self.s.alert_topic,
-                    value=encode_alert(alert),
+                    value=encode_alert(alert, self.s.alert_ipv4_prefix, self.s.alert_ipv6_prefix),
                     key=alert.user.encode("utf-8", "surrogatepass"),
                 )
             )
