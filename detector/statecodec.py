@@ -15,7 +15,8 @@ unpacking.
     visit    = f64 time | ip | event_id | u8 flags | f32 lat | f32 lon | f32 radius
                [ if flags & VENDOR: f64 lat | f64 lon | f64 radius | str country | str city | str source ]
     ip       = u8 4 + 4 bytes (IPv4) | u8 0 + str (anything else)
-    event_id = u8 n + n bytes (an even-length lower-case hex id, as n/2... bytes) | u8 0 + str
+    event_id = u8 n + n bytes (an even-length lower-case hex id of n < 128 bytes)
+             | u8 255 + 16 bytes (a lower-case uuid with dashes) | u8 0 + str
     recent   = u8 0x80|k (the event id of visit k) | u8 0 str event_id
     alerted  = 16 bytes alert id | f64 lat1 lon1 lat2 lon2 | f64 time
     str      = u16 length | utf-8 bytes (surrogates escaped)
@@ -62,10 +63,23 @@ def _ip(out: bytearray, ip: str) -> None:
 
 
 _HEX = frozenset("0123456789abcdef")
+_UUID = 255
+
+
+def _is_uuid(eid: str) -> bool:
+    return (
+        len(eid) == 36
+        and eid[8] == eid[13] == eid[18] == eid[23] == "-"
+        and _HEX.issuperset(eid.replace("-", ""))
+    )
 
 
 def _event_id(out: bytearray, eid: str) -> None:
-    """Hex ids (uuids without dashes, hashes: the common kind) in half the bytes."""
+    """Hex ids (uuids, hashes: the common kinds) in half the bytes."""
+    if _is_uuid(eid):
+        out.append(_UUID)
+        out += bytes.fromhex(eid.replace("-", ""))
+        return
     if 0 < len(eid) <= 500 and len(eid) % 2 == 0 and _HEX.issuperset(eid):
         out.append(len(eid) // 2 if len(eid) < 256 else 0)
         if len(eid) < 256:
@@ -134,6 +148,10 @@ class _Reader:
 
     def event_id(self) -> str:
         n = self.byte()
+        if n == _UUID:
+            self.pos += 16
+            h = self.data[self.pos - 16 : self.pos].hex()
+            return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         if n:
             self.pos += n
             return self.data[self.pos - n : self.pos].hex()

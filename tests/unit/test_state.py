@@ -20,9 +20,18 @@ def locate(ip: str) -> Location | None:
     return BY_IP.get(ip)
 
 
+# Event ids of every kind the codec packs differently: uuids (with dashes, lower or upper case), hex
+# ids, and anything else.
+event_ids = st.one_of(
+    st.text(min_size=1, max_size=8),
+    st.uuids().map(str),
+    st.uuids().map(lambda u: str(u).upper()),
+    st.text("0123456789abcdef", min_size=1, max_size=300),
+    st.text("0123456789abcdef-", min_size=36, max_size=36),
+)
 visits = st.builds(
     Visit,
-    st.text(min_size=1, max_size=8),
+    event_ids,
     st.sampled_from(sorted(BY_IP)),
     st.floats(6e8, 4e9),
     st.just(LONDON),
@@ -30,7 +39,7 @@ visits = st.builds(
 states = st.builds(
     AccountState,
     st.lists(visits, max_size=8).map(tuple),
-    st.lists(st.text(min_size=1, max_size=8), max_size=16).map(tuple),
+    st.lists(event_ids, max_size=16).map(tuple),
     st.lists(
         st.builds(
             Alerted,
