@@ -286,6 +286,7 @@ class Pipeline:
         self._last_marker: list[Any] | None = None
         self._next_marker = 0.0
         self._caught_up_since: dict[TopicPartition, float] = {}
+        self._known_end: dict[TopicPartition, int] = {}  # input partitions' ends, asked of the broker
         self._owned: set[TopicPartition] = set()
         self._next: dict[TopicPartition, int] = {}
         self._newest: dict[TopicPartition, float] = {}
@@ -443,6 +444,7 @@ class Pipeline:
                 self._next.pop(tp, None)
                 self._newest.pop(tp, None)
                 self._committed.pop(tp, None)
+                self._known_end.pop(tp, None)
                 if tp.topic == self.by_account:
                     self._upstream.pop(tp.partition, None)
         gained_tps = assigned - self._owned
@@ -650,6 +652,8 @@ class Pipeline:
             if tp.topic not in self.topics:
                 continue
             highwater = self.consumer.highwater(tp)
+            if highwater is None:  # nothing fetched there yet (an empty partition): the broker's word
+                highwater = self._known_end.get(tp)
             position = self._next[tp] if tp in self._next else self._position(tp, -1)
             caught_up = highwater is not None and position >= highwater
             if not caught_up:
@@ -660,7 +664,7 @@ class Pipeline:
             caught = None
             if tp in held:
                 strict = live = min(strict, held[tp] - 1e-6)
-            elif caught_up:
+            elif caught_up or highwater is None:  # confirmed with the broker below
                 caught = wall
             promises.append([tp.topic, tp.partition, strict, None if math.isinf(live) else live, caught])
         changed = [[*p[:4], p[4] is None] for p in promises]
@@ -683,6 +687,7 @@ class Pipeline:
             ends = self.consumer.end_offsets(list(claims), timeout_ms=2000)
         except (kerr.KafkaError, AssertionError, ValueError):
             ends = {}
+        self._known_end.update(ends)
         for tp, promise in claims.items():
             end = ends.get(tp)
             position = self._next[tp] if tp in self._next else self._position(tp, -1)
