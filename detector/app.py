@@ -18,6 +18,7 @@ from detector.config import ConfigError, describe, find_geoip_db
 from detector.engine import BatchResult, Clock, Engine, TrustedNetworks
 from detector.errors import DetectorError
 from detector.geoip import GeoIP
+from detector.identity import AccountIds
 from detector.ingest import Ingest
 from detector.known import AsnDatabase, ExceptionsFile
 from detector.reorder import ReorderBuffer
@@ -219,6 +220,7 @@ def replay(
 ) -> ReplaySummary:
     """Run the detection over files; alerts to ``settings.output``, rejects to ``settings.rejects``."""
     started = time.monotonic()
+    AccountIds.from_settings(settings)  # a bad pseudonymisation key is refused before any work
     reader = reader_for(settings, inputs)
     geo = open_geoip(settings)
     engine = build_engine(settings, geo, clock, exceptions_from(settings))
@@ -232,7 +234,7 @@ def replay(
         geoip=geo.database.database_type,
         geoip_build=geo.database.build_epoch,
     )
-    out = AlertFile(settings.output)
+    out = AlertFile(settings.output, settings.alert_ipv4_prefix, settings.alert_ipv6_prefix)
     rejects = RejectsFile(settings.rejects)
     ingest = Ingest(settings, rejects, clock)
     try:
@@ -272,12 +274,20 @@ def run_stream(settings: Any, stop: threading.Event | None = None, clock: Clock 
     from detector.metrics import Health, HttpServer, Metrics
 
     stop = stop or threading.Event()
+    AccountIds.from_settings(settings)  # a bad pseudonymisation key is refused before any work
     geo = open_geoip(settings)
     exceptions = exceptions_from(settings)
     metrics = Metrics()
     health = Health()
     health.geoip_loaded = True
-    http = HttpServer(metrics, health, settings.metrics_host, settings.metrics_port).start()
+    http = HttpServer(
+        metrics,
+        health,
+        settings.metrics_host,
+        settings.metrics_port,
+        certfile=settings.metrics_tls_certfile,
+        keyfile=settings.metrics_tls_keyfile,
+    ).start()
     logs.event(
         log,
         "detector starting",

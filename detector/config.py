@@ -630,6 +630,50 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("sasl_username", text, "", "SASL user name", "USER", commands=KAFKA),
     Option("sasl_password", text, "", "SASL password", "SECRET", secret=True, commands=KAFKA),
+    # -- privacy and account identity ------------------------------------------------------------
+    Option(
+        "account_normalize",
+        choice("off", "trim", "email"),
+        "off",
+        "make one person one account: trim = strip surrounding white space; email = also "
+        "case-fold IDs shaped like e-mail addresses (name@domain.tld)",
+        "MODE",
+        commands=INPUT,
+    ),
+    Option(
+        "pseudonymize_key",
+        text,
+        "",
+        "when set, every account ID is replaced by a keyed pseudonym (HMAC-SHA256) before it is "
+        "stored, logged, published or written to the changelog",
+        "SECRET",
+        secret=True,
+        commands=INPUT,
+    ),
+    Option(
+        "pseudonymize_key_file",
+        text,
+        "",
+        "read the pseudonymisation key from this file (a mounted secret) instead",
+        "FILE",
+        commands=INPUT,
+    ),
+    Option(
+        "alert_ipv4_prefix",
+        number(0, 32, True),
+        32,
+        "truncate IPv4 addresses in alerts to this prefix length (24 keeps the /24 network)",
+        "BITS",
+        commands=DETECT,
+    ),
+    Option(
+        "alert_ipv6_prefix",
+        number(0, 128, True),
+        128,
+        "truncate IPv6 addresses in alerts to this prefix length (48 keeps the /48 network)",
+        "BITS",
+        commands=DETECT,
+    ),
     # -- metrics and health -----------------------------------------------------------------------
     Option(
         "metrics_host",
@@ -645,6 +689,22 @@ OPTIONS: tuple[Option, ...] = (
         9464,
         "port of the /metrics /healthz /readyz server (0 = any free port)",
         "PORT",
+        commands=KAFKA,
+    ),
+    Option(
+        "metrics_tls_certfile",
+        text,
+        "",
+        "serve /metrics /healthz /readyz over HTTPS with this certificate (PEM)",
+        "FILE",
+        commands=KAFKA,
+    ),
+    Option(
+        "metrics_tls_keyfile",
+        text,
+        "",
+        "private key (PEM) of --metrics-tls-certfile",
+        "FILE",
         commands=KAFKA,
     ),
     # -- logging ----------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from prometheus_client.registry import Collector
 from detector import __version__
 from detector.engine import Engine
 from detector.geoip import GeoIP
+from detector.security import server_tls_context
 
 log = logging.getLogger("detector.metrics")
 
@@ -217,8 +218,33 @@ class Health:
         return True, f"{self.partitions} partitions assigned"
 
 
+class _Server(ThreadingHTTPServer):
+    """With ``tls`` set, each connection's TLS handshake runs in that connection's own thread (not in the
+    accepting one, where a client that never finishes it would hold every other client up)."""
+
+    daemon_threads = True
+    tls: ssl.SSLContext | None = None
+    handshake_timeout_s = 10.0
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is None:
+            super().finish_request(request, client_address)
+            return
+        request.settimeout(self.handshake_timeout_s)
+        try:
+            secured = self.tls.wrap_socket(request, server_side=True)
+        except OSError as exc:  # ssl.SSLError too: plain HTTP, an untrusted client, a scanner
+            log.debug("https: handshake with %s failed: %s", client_address[0], exc)
+            return
+        try:
+            super().finish_request(secured, client_address)
+        finally:
+            self.shutdown_request(secured)
+
+
 class HttpServer:
-    """/metrics, /healthz and /readyz on one port (port 0 = any free port, see ``port``)."""
+    """/metrics, /healthz and /readyz on one port (port 0 = any free port, see ``port``); HTTPS when
+    given a TLS context, or a certificate and key (``metrics_tls_certfile``, ``metrics_tls_keyfile``)."""
 
     def __init__(
         self,
@@ -227,19 +253,23 @@ class HttpServer:
         host: str = "127.0.0.1",
         port: int = 9464,
         tls: ssl.SSLContext | None = None,
+        *,
+        certfile: str = "",
+        keyfile: str = "",
     ) -> None:
+        if tls is None:
+            tls = server_tls_context(certfile, keyfile)  # None when neither is set
         handler = _handler(metrics, health)
-        self._server = ThreadingHTTPServer((host, port), handler)
-        self._server.daemon_threads = True
-        if tls is not None:
-            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._server = _Server((host, port), handler)
+        self._server.tls = tls
+        self.tls = tls is not None
         self.host = host
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}/metrics"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}/metrics"
 
     def start(self) -> HttpServer:
         self._thread.start()
