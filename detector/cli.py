@@ -51,6 +51,16 @@ Realistic sign-in traffic over the addresses of a real GeoIP database, with the 
 residents, commuters, flights, impossible trips, failures from afar, and with --profile nuanced also
 VPN flip-flops, country-level fixes, late arrivals and IPv4-mapped addresses. See detector/traffic.py."""
 
+PSEUDONYM_HELP = """\
+The pseudonym under which each account appears in alerts, logs, state and the changelog when
+pseudonymisation is on: give the same key (--pseudonymize-key-file, DETECTOR_PSEUDONYMIZE_KEY or the
+config file; a key on the command line shows in the process list) and the same --account-normalize as
+the detector. Prints one line per account: PSEUDONYM<TAB>ACCOUNT. To re-identify an alert's account,
+run it over the candidate accounts ('-' reads them from stdin, one per line) and look for the alert's."""
+
+# The settings `pseudonym` takes: the ones that decide what an account becomes.
+PSEUDONYM_SETTINGS = ("account_normalize", "pseudonymize_key", "pseudonymize_key_file")
+
 RUN_HELP = """\
 Consume sign-in events from a Kafka topic in a consumer group, and publish alerts to the alert topic
 (keyed by account) and invalid messages, unchanged, to the dead-letter topic with the reason in their
@@ -157,6 +167,19 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, metavar="FILE", help="events, JSON Lines")
     gen.add_argument("--labels", metavar="FILE", help="expected alerts, JSON Lines")
 
+    pseu = sub.add_parser(
+        "pseudonym",
+        help="the pseudonym of each account, for an analyst with the key to re-identify alerts",
+        description=PSEUDONYM_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    pseu.add_argument(
+        "accounts", nargs="+", metavar="ACCOUNT", help="account ID as in the input, or - for stdin"
+    )
+    _common(pseu)
+    # The flags of the settings that apply to `replay`, less all but these three.
+    add_flags(pseu, "replay", skip={o.key for o in OPTIONS} - set(PSEUDONYM_SETTINGS))
+
     run = sub.add_parser(
         "run",
         help="the streaming detector on Kafka",
@@ -204,6 +227,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "tune":
             return _tune(settings, args)
+        if args.command == "pseudonym":
+            return _pseudonym(settings, args)
         if args.command == "run":
             from detector.app import run_stream
 
@@ -226,6 +251,29 @@ def _replay(settings: Any, args: argparse.Namespace) -> int:
 
     summary = replay(settings, args.inputs)
     print(summary.text(), file=sys.stderr)
+    return 0
+
+
+def _pseudonym(settings: Any, args: argparse.Namespace) -> int:
+    from detector.identity import AccountIds, key_from
+
+    key = key_from(settings)
+    if key is None:
+        raise ConfigError(
+            "pseudonymize_key",
+            "no key: give --pseudonymize-key-file, DETECTOR_PSEUDONYMIZE_KEY or pseudonymize_key in --config",
+        )
+    ids = AccountIds(settings.account_normalize, key)
+    accounts: list[str] = []
+    for account in args.accounts:
+        if account == "-":
+            accounts += [line.rstrip("\r\n") for line in sys.stdin if line.strip()]
+        else:
+            accounts.append(account)
+    for account in accounts:
+        if not account.strip():
+            raise ConfigError("ACCOUNT", "an account ID cannot be empty")
+        print(f"{ids.account(account)}\t{logs.safe(account)}")
     return 0
 
 

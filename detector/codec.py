@@ -322,6 +322,37 @@ def decode_internal(raw: bytes) -> SignIn:
     return SignIn(user, ip, float(time), event_id, bool(success), location, bool(proxy))
 
 
+# Characters that must never reach a terminal or a log line raw: the C0 and C1 controls and DEL (a
+# forged newline fakes a log line, an escape sequence rewrites the screen), the line and paragraph
+# separators, and the bidirectional controls that make text display other than it reads.
+_UNSAFE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_UNSAFE.update(
+    {c: f"\\u{c:04x}" for c in (0x061C, 0x200E, 0x200F, *range(0x2028, 0x202F), *range(0x2066, 0x206A))}
+)
+# The same characters as UTF-8 inside JSON text, where orjson escapes only the C0 controls.
+_JSON_UNSAFE = re.compile(rb"\x7f|\xc2[\x80-\x9f]|\xd8\x9c|\xe2\x80[\x8e\x8f\xa8-\xae]|\xe2\x81[\xa6-\xa9]")
+
+
+def printable(value: object, limit: int | None = None) -> str:
+    """Text safe to show: control characters escaped as ``\\xNN`` (``\\uNNNN``), cut after ``limit``
+    characters (marked with ``...``)."""
+    text = value if isinstance(value, str) else str(value)
+    if limit is not None and len(text) > limit:
+        text = text[:limit] + "..."
+    return text if text.isprintable() else text.translate(_UNSAFE)
+
+
+def _json_escape(match: re.Match[bytes]) -> bytes:
+    return f"\\u{ord(match.group().decode('utf-8')):04x}".encode()
+
+
+def escape_json_controls(data: bytes) -> bytes:
+    """orjson output with the controls it leaves raw (DEL, C1, separators, bidi) written as ``\\uNNNN``:
+    the same JSON value, but safe to print. (In valid UTF-8 these byte sequences are only ever those
+    characters, and in JSON text characters other than ASCII only occur inside strings.)"""
+    return _JSON_UNSAFE.sub(_json_escape, data)
+
+
 def reason_code(reason: str) -> str:
     """The fixed part of a reason (before any colon), fit for a metric label."""
     return reason.split(":", 1)[0]
@@ -331,11 +362,29 @@ def reason_code(reason: str) -> str:
 # Output
 
 
-def _visit_dict(v: Visit) -> dict[str, Any]:
+@lru_cache(maxsize=1 << 14)
+def truncate_ip(ip: str, ipv4_prefix: int = 32, ipv6_prefix: int = 128) -> str:
+    """The network address of ``ip`` at the given prefix length (``203.0.113.7``, 24 -> ``203.0.113.0``;
+    ``2001:db8:1:2::5``, 48 -> ``2001:db8:1::``): still an address, no longer a host."""
+    addr = ipaddress.ip_address(ip)
+    bits = ipv4_prefix if addr.version == 4 else ipv6_prefix
+    if not 0 <= bits <= addr.max_prefixlen:
+        raise ValueError(f"prefix length {bits} out of range for IPv{addr.version}")
+    if bits == addr.max_prefixlen:
+        return ip
+    return str(ipaddress.ip_network((addr, bits), strict=False).network_address)
+
+
+def _visit_dict(v: Visit, ipv4_prefix: int = 32, ipv6_prefix: int = 128) -> dict[str, Any]:
     loc: Location = v.location
+    ip, prefix = v.ip, None
+    if ipv4_prefix < 32 or ipv6_prefix < 128:
+        v6 = ":" in ip
+        if (ipv6_prefix < 128) if v6 else (ipv4_prefix < 32):
+            ip, prefix = truncate_ip(ip, ipv4_prefix, ipv6_prefix), ipv6_prefix if v6 else ipv4_prefix
     out: dict[str, Any] = {
         "event_id": v.event_id,
-        "ip": v.ip,
+        "ip": ip,
         "timestamp": utc_text(v.time),
         "latitude": loc.latitude,
         "longitude": loc.longitude,
@@ -344,6 +393,8 @@ def _visit_dict(v: Visit) -> dict[str, Any]:
         "city": loc.city,
         "location_source": loc.source,
     }
+    if prefix is not None:
+        out["ip_prefix"] = prefix  # the address was truncated to this many bits
     return out
 
 
@@ -351,8 +402,9 @@ def _round(value: float | None, digits: int = 1) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def alert_to_dict(alert: Alert) -> dict[str, Any]:
-    """The alert as the JSON object of schemas/alert.schema.json."""
+def alert_to_dict(alert: Alert, ipv4_prefix: int = 32, ipv6_prefix: int = 128) -> dict[str, Any]:
+    """The alert as the JSON object of schemas/alert.schema.json; addresses truncated to the prefix
+    lengths (settings ``alert_ipv4_prefix``, ``alert_ipv6_prefix``) when shorter than a host's."""
     db = alert.current.location.database or alert.previous.location.database
     out: dict[str, Any] = {
         "alert_id": alert.alert_id,
@@ -367,8 +419,8 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
         "net_distance_km": round(alert.net_distance_km, 3),
         "elapsed_s": round(alert.elapsed_s, 6),
         "late": alert.late,
-        "previous": _visit_dict(alert.previous),
-        "current": _visit_dict(alert.current),
+        "previous": _visit_dict(alert.previous, ipv4_prefix, ipv6_prefix),
+        "current": _visit_dict(alert.current, ipv4_prefix, ipv6_prefix),
         "thresholds": {"max_speed_kmh": alert.max_speed_kmh, "min_distance_km": alert.min_distance_km},
         "geoip": {
             "database_type": db.database_type if db else None,
@@ -380,6 +432,7 @@ def alert_to_dict(alert: Alert) -> dict[str, Any]:
     return out
 
 
-def encode_alert(alert: Alert) -> bytes:
-    """Compact JSON, no trailing newline."""
-    return orjson.dumps(alert_to_dict(alert))
+def encode_alert(alert: Alert, ipv4_prefix: int = 32, ipv6_prefix: int = 128) -> bytes:
+    """Compact JSON, no trailing newline, every control character escaped (see ``alert_to_dict`` for
+    the prefixes)."""
+    return escape_json_controls(orjson.dumps(alert_to_dict(alert, ipv4_prefix, ipv6_prefix)))

@@ -13,6 +13,7 @@ from typing import Any
 from detector.codec import Limits
 from detector.config import ConfigError
 from detector.formats import FieldMapping, Normalizer, Options, SyslogClock
+from detector.identity import AccountIds
 from detector.model import SignIn
 from detector.sinks import RejectsFile
 from detector.sources import Line
@@ -27,8 +28,10 @@ def limits_from(settings: Any) -> Limits:
 
 
 def normalizer_from(settings: Any, fmt: str | None = None) -> Normalizer:
-    """The normalizer for one input format (``settings.format`` unless given)."""
+    """The normalizer for one input format (``settings.format`` unless given), with the account
+    normalisation and pseudonymisation of ``settings`` applied to every sign-in it gives."""
     fmt = fmt or settings.format
+    accounts = AccountIds.from_settings(settings)
     if "=" in fmt:
         raise ConfigError("--format", "topic=format pairs are for `run`; give one format")
     try:
@@ -37,6 +40,7 @@ def normalizer_from(settings: Any, fmt: str | None = None) -> Normalizer:
             Options(limits_from(settings), settings.vendor_radius_km),
             FieldMapping.from_settings(settings),
             max_batch_bytes=settings.max_batch_bytes,
+            accounts=accounts,
         )
     except ValueError as exc:
         raise ConfigError("--format", str(exc)) from None

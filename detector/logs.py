@@ -1,7 +1,9 @@
 """Logging set-up: one line per event of note, as text or JSON.
 
-Untrusted text (account IDs, reasons quoting input) is escaped so that control characters never reach a
-terminal or a log file raw: a forged newline cannot fake a log line.
+Untrusted text (account IDs, reasons quoting input, exception messages) is escaped so that control
+characters never reach a terminal or a log file raw: a forged newline cannot fake a log line, an escape
+sequence cannot rewrite the screen. In text lines a value with a space, a quote or an ``=`` is quoted, so
+that it cannot fake a ``key=value`` field either.
 """
 
 from __future__ import annotations
@@ -13,13 +15,25 @@ from typing import Any
 
 import orjson
 
-_CONTROL = {c: f"\\x{c:02x}" for c in range(32) if c not in (9,)} | {127: "\\x7f"}
-_CONTROL.update({0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+from detector.codec import escape_json_controls, printable
 
 
 def safe(value: object) -> str:
-    """Text with control characters escaped (tabs kept)."""
-    return str(value).translate(_CONTROL)
+    """Text with control characters escaped (``\\x0a``, ``\\x1b``, ``\\u2028`` ...)."""
+    return printable(value)
+
+
+def _field(value: object) -> str:
+    """A ``key=value`` value: escaped, and quoted when it holds a space, a quote or an ``=``."""
+    text = printable(value)
+    if text and not any(c in text for c in ' "='):
+        return text
+    return '"' + text.replace('"', '\\"') + '"'
+
+
+def _traceback(text: str) -> str:
+    """A traceback keeps its line breaks; everything else in it is escaped."""
+    return "\n".join(printable(line) for line in text.split("\n"))
 
 
 class _TextFormatter(logging.Formatter):
@@ -28,9 +42,9 @@ class _TextFormatter(logging.Formatter):
         line = f"{stamp}Z {record.levelname.lower():7s} {record.name}: {safe(record.getMessage())}"
         fields = getattr(record, "fields", None)
         if fields:
-            line += " " + " ".join(f"{k}={safe(v)}" for k, v in fields.items())
+            line += " " + " ".join(f"{k}={_field(v)}" for k, v in fields.items())
         if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+            line += "\n" + _traceback(self.formatException(record.exc_info))
         return line
 
 
@@ -53,8 +67,8 @@ class _JsonFormatter(logging.Formatter):
             )
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
-        # orjson escapes control characters inside strings, so JSON lines are safe as they are.
-        return orjson.dumps(out).decode()
+        # orjson escapes the C0 controls inside strings; DEL, C1, separators and bidi controls too here.
+        return escape_json_controls(orjson.dumps(out, default=str)).decode()
 
 
 class _OneLineForLibraries(logging.Filter):

@@ -8,7 +8,7 @@ from typing import IO
 
 import orjson
 
-from detector.codec import encode_alert
+from detector.codec import encode_alert, escape_json_controls
 from detector.errors import SourceError
 from detector.model import Alert, SignIn, utc_text
 
@@ -25,16 +25,20 @@ def _open(path: str) -> IO[bytes]:
 
 
 class AlertFile:
-    """One compact JSON alert per line."""
+    """One compact JSON alert per line; addresses truncated to ``ipv4_prefix``/``ipv6_prefix`` bits
+    (settings ``alert_ipv4_prefix``, ``alert_ipv6_prefix``)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, ipv4_prefix: int = 32, ipv6_prefix: int = 128) -> None:
         self.path = path
+        self.ipv4_prefix = ipv4_prefix
+        self.ipv6_prefix = ipv6_prefix
         self._fh = _open(path)
         self.written = 0
 
     def write(self, alerts: list[Alert]) -> None:
         if alerts:
-            self._fh.write(b"".join(encode_alert(a) + b"\n" for a in alerts))
+            v4, v6 = self.ipv4_prefix, self.ipv6_prefix
+            self._fh.write(b"".join(encode_alert(a, v4, v6) + b"\n" for a in alerts))
             self.written += len(alerts)
             if self.path == "-":
                 self._fh.flush()
@@ -53,7 +57,11 @@ def raw_text(raw: bytes) -> str:
 
 class RejectsFile:
     """``{"file": ..., "line": N, "reason": "...", "raw": "<first 1 KiB>"}`` per rejected line
-    (``"record": i`` added for the i-th record of a line or document holding several)."""
+    (``"record": i`` added for the i-th record of a line or document holding several).
+
+    ``raw`` is the input as it came (accounts and addresses included, whatever the privacy settings):
+    the file is for whoever may read the input. Control characters are JSON-escaped, so printing the
+    file (``normalize`` writes it to stderr by default) shows them as ``\\u...`` escapes."""
 
     def __init__(self, path: str, stream: IO[bytes] | None = None) -> None:
         self.path = "-" if stream is not None else path
@@ -67,7 +75,7 @@ class RejectsFile:
             record: dict[str, object] = {"file": origin, "line": line, "reason": reason, "raw": raw_text(raw)}
             if record_index:
                 record["record"] = record_index
-            self._fh.write(orjson.dumps(record) + b"\n")
+            self._fh.write(escape_json_controls(orjson.dumps(record)) + b"\n")
 
     def close(self) -> None:
         if self._fh is not None and self.path != "-":

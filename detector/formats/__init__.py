@@ -24,7 +24,7 @@ from typing import Any
 
 import orjson
 
-from detector.codec import Limits, decode_batch, decode_event, event_from_mapping, parse_json
+from detector.codec import Limits, decode_batch, decode_event, event_from_mapping, parse_json, printable
 from detector.errors import InvalidEvent
 from detector.formats.base import NotASignIn, Options
 from detector.formats.cloudtrail import cloudtrail, is_cloudtrail
@@ -33,10 +33,13 @@ from detector.formats.gworkspace import gworkspace, is_gworkspace
 from detector.formats.mapping import FieldMapping
 from detector.formats.okta import is_okta, okta
 from detector.formats.sshd import SyslogClock, looks_like_syslog, sshd
+from detector.identity import AccountIds
 from detector.model import SignIn
 
 FORMATS = ("auto", "canonical", "entra", "okta", "cloudtrail", "gworkspace", "sshd", "mapping")
 WRAPPERS = ("value", "records", "Records", "items")
+# A reason quotes at most this much of the input (a field name, an event type...), escaped.
+MAX_REASON_CHARS = 300
 
 __all__ = ["FORMATS", "FieldMapping", "Normalizer", "NotASignIn", "Options", "Outcome", "SyslogClock"]
 
@@ -59,8 +62,21 @@ def _is_canonical(record: Mapping[str, Any]) -> bool:
     return "user" in record and "ip" in record and "timestamp" in record
 
 
+def _clean(error: InvalidEvent) -> InvalidEvent:
+    """The error with a reason safe for logs, headers and terminals: a reason may quote the input (an
+    event type, a program name, field names), so control characters are escaped and its length bounded."""
+    reason = error.reason
+    if len(reason) > MAX_REASON_CHARS or not reason.isprintable():
+        error.reason = printable(reason, MAX_REASON_CHARS)
+        error.args = (error.reason,)
+    return error
+
+
 class Normalizer:
-    """Turns lines, messages and documents of any supported format into sign-ins."""
+    """Turns lines, messages and documents of any supported format into sign-ins.
+
+    Every sign-in leaves through ``accounts`` (account normalisation and pseudonymisation, see
+    ``detector.identity``), and every reason is escaped: the one choke point for all commands."""
 
     def __init__(
         self,
@@ -69,6 +85,7 @@ class Normalizer:
         mapping: FieldMapping | None = None,
         syslog: SyslogClock | None = None,
         max_batch_bytes: int = 16 << 20,
+        accounts: AccountIds | None = None,
     ) -> None:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}")
@@ -79,6 +96,7 @@ class Normalizer:
         self.mapping = mapping
         self.syslog = syslog
         self.max_batch_bytes = max_batch_bytes
+        self.accounts = accounts if accounts is not None and accounts.active else None
         self._fixed: dict[str, Callable[[Mapping[str, Any], Options], list[SignIn]]] = {
             "canonical": _canonical,
             "entra": entra,
@@ -115,13 +133,28 @@ class Normalizer:
 
     def record(self, record: Any) -> list[SignIn]:
         """The sign-ins of one parsed record (raises ``InvalidEvent``/``NotASignIn``)."""
+        try:
+            signins = self._record(record)
+        except InvalidEvent as exc:
+            raise _clean(exc) from None
+        return self.accounts.apply(signins) if self.accounts is not None else signins
+
+    def _record(self, record: Any) -> list[SignIn]:
         if not isinstance(record, dict):
             raise InvalidEvent(f"not an object: {type(record).__name__}")
         fmt = self.fmt if self.fmt not in ("auto", "sshd") else self.detect(record)
         if fmt is None:
-            keys = ", ".join(sorted(record)[:6])
+            keys = ", ".join(printable(k, 40) for k in sorted(record)[:6])
             raise InvalidEvent(f"unknown format: no known sign-in fields (keys: {keys})")
         return self._fixed[fmt](record, self.options)
+
+    def _finish(self, outcome: Outcome) -> Outcome:
+        """The last step of every record: its sign-ins' accounts transformed, or its reason escaped."""
+        if outcome.error is not None:
+            _clean(outcome.error)
+        elif self.accounts is not None and outcome.signins:
+            outcome.signins = self.accounts.apply(outcome.signins)
+        return outcome
 
     # -- lines, messages, documents --------------------------------------------------------------
 
@@ -132,9 +165,16 @@ class Normalizer:
         out: list[list[Outcome]] = [[] for _ in raws]
         quick = [i for i, raw in enumerate(raws) if raw[:1] == b"{" and len(raw) <= limits.max_event_bytes]
         if self.fmt in ("auto", "canonical") and quick:
-            for i, result in zip(quick, decode_batch([raws[i] for i in quick], limits), strict=True):
-                if not isinstance(result, InvalidEvent):
-                    out[i] = [Outcome(0, [result], raw=raws[i])]
+            found = [
+                (i, result)
+                for i, result in zip(quick, decode_batch([raws[i] for i in quick], limits), strict=True)
+                if not isinstance(result, InvalidEvent)
+            ]
+            signins = [result for _, result in found]
+            if self.accounts is not None:
+                signins = self.accounts.apply(signins)
+            for (i, _), signin in zip(found, signins, strict=True):
+                out[i] = [Outcome(0, [signin], raw=raws[i])]
         for i, raw in enumerate(raws):
             if not out[i]:
                 out[i] = list(self.records(raw))
@@ -142,6 +182,10 @@ class Normalizer:
 
     def records(self, raw: bytes, document: bool = False) -> Iterator[Outcome]:
         """One ``Outcome`` per record in a line, a message, or (``document``) a whole file."""
+        for outcome in self._records(raw, document):
+            yield self._finish(outcome)
+
+    def _records(self, raw: bytes, document: bool) -> Iterator[Outcome]:
         limits = self.limits
         if (
             self.fmt in ("auto", "canonical")
@@ -191,7 +235,7 @@ class Normalizer:
                         raise InvalidEvent(
                             f"too large: record of {len(item_raw)} bytes > {limits.max_event_bytes}"
                         )
-                yield Outcome(index, self.record(item), raw=item_raw)
+                yield Outcome(index, self._record(item), raw=item_raw)
             except InvalidEvent as exc:
                 yield Outcome(index, error=exc, raw=item_raw)
 
