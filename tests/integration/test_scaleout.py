@@ -88,8 +88,11 @@ def test_a_full_restart_restores_every_account_from_the_changelog(
     traffic = Generator(catalogue, seed=33).generate(150, "clear")
     events = [orjson.dumps(e) for e in traffic.events]
     # Restart right before the arrival of a trip, at about half way, so that trips span the restart.
-    arrivals = sorted(i for i, e in enumerate(traffic.events) if e.get("event_id") in {lb["current"] for lb in
-                                                                                        traffic.labels})
+    arrivals = sorted(
+        i
+        for i, e in enumerate(traffic.events)
+        if e.get("event_id") in {lb["current"] for lb in traffic.labels}
+    )
     half = min(arrivals, key=lambda i: abs(i - len(events) // 2))
     ids_before = {e.get("event_id") for e in traffic.events[:half]}
     spanning = [

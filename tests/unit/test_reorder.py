@@ -34,7 +34,6 @@ def test_min_hold_and_max_hold_in_wall_clock() -> None:
     assert [e.time for e in b.release(watermark=0, now=15.0)] == [15, 20]
 
 
-
 def test_a_backlog_waits_for_the_strict_watermark_given_its_arrival() -> None:
     # Backlog sign-ins (older than fresh_from) also need strict(arrived) to have passed them; the stream
     # drops a partition from strict once it is reported caught up after the sign-in arrived.
