@@ -12,10 +12,11 @@ Two methods, for two jobs:
 
 from __future__ import annotations
 
+import functools
 import math
+from typing import Any
 
 import numpy as np
-from geopy.distance import geodesic as _geodesic
 
 EARTH_MEAN_RADIUS_KM = 6371.0088
 # Largest relative error of the spherical distance against WGS-84, with room to spare.
@@ -41,7 +42,16 @@ def haversine_km_batch(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon
 
 def geodesic_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
     """Distance in km on the WGS-84 ellipsoid."""
-    return float(_geodesic((lat1, lon1), (lat2, lon2)).km)
+    return float(_geodesic()((lat1, lon1), (lat2, lon2)).km)
+
+
+@functools.cache
+def _geodesic() -> Any:
+    # Imported when first needed: importing geopy loads all its geocoders (0.7 s), and a replay or a
+    # stream without a single candidate pair never needs it.
+    from geopy.distance import geodesic
+
+    return geodesic
 
 
 def net_distance_km(distance_km: float, radius1_km: float, radius2_km: float) -> float:
