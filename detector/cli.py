@@ -68,7 +68,10 @@ headers. Alerts, dead letters and consumed offsets commit in one transaction (ex
 with isolation_level=read_committed). Metrics on http://METRICS_HOST:METRICS_PORT/metrics, health on
 /healthz and /readyz. SIGTERM or SIGINT stops it cleanly.
 
-Account state is kept in memory: a restart forgets each account's recent locations."""
+Run several processes with one --group-id to share the work (up to the partition count). Unless
+--input-keyed-by-account, a first stage re-keys sign-ins by account into <group>-signins-by-account.
+Account state is kept per partition, in memory and in the compacted <group>-state-changelog topic,
+written in the same transaction: a restarted or newly assigned process restores it from there."""
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

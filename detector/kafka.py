@@ -417,7 +417,14 @@ class Pipeline:
                 stop.wait(1.0)
                 continue
             if self.assignment.changed:
-                self._on_assignment(stop)
+                gained = self._on_assignment(stop)
+                # Records fetched before the change: of partitions no longer ours, or of ones just
+                # assigned, which are read again from their committed offsets (see _seek_committed).
+                polled = {
+                    tp: records
+                    for tp, records in polled.items()
+                    if tp in self.assignment.assigned and tp not in gained
+                }
             self._sweep()
             if polled or len(self.buffer) or len(self.state_buffer) or self._tombstones:
                 self._batch(polled, stop)
@@ -430,8 +437,9 @@ class Pipeline:
     def _state_partitions(self, tps: set[TopicPartition]) -> set[int]:
         return {tp.partition for tp in tps if tp.topic in self.state_topics}
 
-    def _on_assignment(self, stop: threading.Event) -> None:
-        """Act on what the rebalance callbacks recorded (they run inside poll and only record)."""
+    def _on_assignment(self, stop: threading.Event) -> set[TopicPartition]:
+        """Act on what the rebalance callbacks recorded (they run inside poll and only record);
+        returns the partitions newly assigned."""
         assert self.consumer is not None
         self.assignment.changed = False
         assigned = set(self.assignment.assigned)
@@ -475,6 +483,7 @@ class Pipeline:
             count=len(parts),
             partitions=",".join(f"{tp.topic}[{tp.partition}]" for tp in parts),
         )
+        return gained_tps
 
     def _seek_committed(self, tps: set[TopicPartition]) -> None:
         """Read newly assigned partitions from the group's committed offsets. kafka-python keeps its
