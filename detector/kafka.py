@@ -287,6 +287,8 @@ class Pipeline:
         self._next_marker = 0.0
         self._caught_up_since: dict[TopicPartition, float] = {}
         self._known_end: dict[TopicPartition, int] = {}  # input partitions' ends, asked of the broker
+        self._ends_asked: dict[TopicPartition, list[tuple[float, int]]] = {}  # (asked at, end)
+        self._caught_at: dict[TopicPartition, float] = {}  # see _caught_up_at
         self._owned: set[TopicPartition] = set()
         self._next: dict[TopicPartition, int] = {}
         self._newest: dict[TopicPartition, float] = {}
@@ -294,6 +296,8 @@ class Pipeline:
         self._tombstones: list[tuple[str, int]] = []
         self._committed: dict[TopicPartition, int] = {}  # the offsets of the last committed batch
         self._next_idle_check = time.monotonic()
+        self._rejoins_when_empty = 0
+        self._ever_assigned = False
         self._next_sweep = time.monotonic() + settings.state_ttl_check
         # Called between batches (hot reload of the GeoIP database and the exceptions file).
         self.reloader: Callable[[], None] = lambda: None
@@ -321,9 +325,7 @@ class Pipeline:
         if s.instance_id:
             options["group_instance_id"] = s.instance_id
         consumer = KafkaConsumer(**options)
-        consumer.subscribe(
-            [*self.topics, *([] if self.keyed else [self.by_account])], listener=self.assignment
-        )
+        consumer.subscribe(self._subscription(), listener=self.assignment)
         return consumer
 
     def _new_producer(self) -> KafkaProducer:
@@ -425,6 +427,7 @@ class Pipeline:
                     for tp, records in polled.items()
                     if tp in self.assignment.assigned and tp not in gained
                 }
+            self._rejoin_if_left_out()
             self._sweep()
             if polled or len(self.buffer) or len(self.state_buffer) or self._tombstones:
                 self._batch(polled, stop)
@@ -434,6 +437,28 @@ class Pipeline:
                     self._batch({}, stop)
         logs.event(log, "stopping: closing consumer and producer")
 
+    def _rejoin_if_left_out(self) -> None:
+        """kafka-python now and then assigns a member that joined before its metadata showed the topics
+        no partition, and no rebalance follows (dpkp/kafka-python#2377). A process with none a few
+        seconds after an assignment joins the group again, at most three times: a true stand-by (more
+        processes than partitions) costs the group three extra rebalances at start, no more."""
+        if (
+            self._owned
+            or not self._ever_assigned
+            or self._rejoins_when_empty >= 3
+            or time.monotonic() - self._assigned_at < 5.0
+        ):
+            return
+        assert self.consumer is not None
+        self._rejoins_when_empty += 1
+        self._assigned_at = time.monotonic()
+        logs.event(log, "no partition assigned; joining the group again", attempt=self._rejoins_when_empty)
+        self.consumer.unsubscribe()
+        self.consumer.subscribe(self._subscription(), listener=self.assignment)
+
+    def _subscription(self) -> list[str]:
+        return [*self.topics, *([] if self.keyed else [self.by_account])]
+
     def _state_partitions(self, tps: set[TopicPartition]) -> set[int]:
         return {tp.partition for tp in tps if tp.topic in self.state_topics}
 
@@ -442,6 +467,7 @@ class Pipeline:
         returns the partitions newly assigned."""
         assert self.consumer is not None
         self.assignment.changed = False
+        self._ever_assigned = True
         assigned = set(self.assignment.assigned)
         revoked = self._owned - assigned
         if revoked:
@@ -453,6 +479,8 @@ class Pipeline:
                 self._newest.pop(tp, None)
                 self._committed.pop(tp, None)
                 self._known_end.pop(tp, None)
+                self._ends_asked.pop(tp, None)
+                self._caught_at.pop(tp, None)
                 if tp.topic == self.by_account:
                     self._upstream.pop(tp.partition, None)
         gained_tps = assigned - self._owned
@@ -646,16 +674,15 @@ class Pipeline:
     def _markers(self, now: float) -> list[tuple[int, bytes]]:
         """Stage 1's progress, for stage 2 wherever it runs: to every repartition partition, a record
         with, per input partition this process owns, two event times up to which all its sign-ins are
-        in (sent before the record, in the same transaction), and when it was last seen caught up.
-        ``strict``: the newest sign-in seen there (producers write in time order: an older one coming
-        later is late), or less while some are still held here. ``live``: the same, but nothing once it
-        has been idle 2 s, so that a quiet partition does not hold live traffic back. ``caught``: the
-        wall-clock time of this record if the partition is read to its end with nothing held, so that a
-        backlog (ordered by ``strict``) does not wait for a partition that has nothing more to give.
-        Sent when they change, and every second."""
+        in (sent before the record, in the same transaction), and a wall-clock time before which all
+        its records are in. ``strict``: the newest sign-in seen there (producers write in time order:
+        an older one coming later is late), or less while some are still held here. ``live``: the
+        same, but nothing once it has been idle 2 s, so that a quiet partition does not hold live
+        traffic back. ``caught``: see ``_caught_up_at``; so that a sign-in does not wait for a
+        partition that had nothing more to give when it arrived. Sent when they change, and every
+        second."""
         assert self.consumer is not None
         held = self.buffer.oldest_times()
-        wall = self.clock()
         promises = []
         for tp in sorted(self.assignment.assigned):
             if tp.topic not in self.topics:
@@ -670,38 +697,44 @@ class Pipeline:
             quiet = now - self._caught_up_since.setdefault(tp, now) if caught_up else 0.0
             strict = max(self._newest.get(tp, 0.0), 0.0)
             live = math.inf if quiet >= IDLE_AFTER_S else strict
-            caught = None
             if tp in held:
                 strict = live = min(strict, held[tp] - 1e-6)
-            elif caught_up or highwater is None:  # confirmed with the broker below
-                caught = wall
-            promises.append([tp.topic, tp.partition, strict, None if math.isinf(live) else live, caught])
-        changed = [[*p[:4], p[4] is None] for p in promises]
+            promises.append([tp.topic, tp.partition, strict, None if math.isinf(live) else live, None])
+        changed = [p[:4] for p in promises]
         if not promises or (changed == self._last_marker and now < self._next_marker):
             return []
         self._last_marker, self._next_marker = changed, now + MARKER_EVERY_S
-        self._confirm_caught_up(promises)
+        self._caught_up_at(promises)
         value = orjson.dumps(promises)
         return [(p, value) for p in range(self.partitions)]
 
-    def _confirm_caught_up(self, promises: list[list[Any]]) -> None:
-        """``caught`` only where the partition's end, asked of the broker now, is reached: the
-        consumer's own idea of the end comes from its last fetch, which may predate records that are
-        already there. Anything appended before ``caught`` (taken before asking) is below the answer."""
+    def _caught_up_at(self, promises: list[list[Any]]) -> None:
+        """Per input partition, the latest wall-clock time T such that every record appended before T
+        has been read and forwarded (nothing before it still held here): the partition's end is asked
+        of the broker at each marker, and T is the time of the latest answer that the partition's
+        progress has passed. The consumer's own idea of the end comes from its last fetch, which may
+        predate records already there; and under steady traffic a partition is rarely at its end at
+        the very moment, but has always passed where the end was a second ago."""
         assert self.consumer is not None
-        claims = {TopicPartition(p[0], p[1]): p for p in promises if p[4] is not None}
-        if not claims:
-            return
+        tps = [TopicPartition(p[0], p[1]) for p in promises]
+        asked_at = self.clock()
         try:
-            ends = self.consumer.end_offsets(list(claims), timeout_ms=2000)
+            ends = self.consumer.end_offsets(tps, timeout_ms=2000)
         except (kerr.KafkaError, AssertionError, ValueError):
             ends = {}
         self._known_end.update(ends)
-        for tp, promise in claims.items():
-            end = ends.get(tp)
+        held = self.buffer.oldest_offsets()
+        for tp, promise in zip(tps, promises, strict=True):
+            asked = self._ends_asked.setdefault(tp, [])
+            if tp in ends:
+                asked.append((asked_at, ends[tp]))
             position = self._next[tp] if tp in self._next else self._position(tp, -1)
-            if end is None or position < end:
-                promise[4] = None
+            done = min(position, held.get(tp, position))
+            passed = [t for t, end in asked if done >= end]
+            if passed:
+                self._caught_at[tp] = max(passed)
+                asked[:] = [(t, end) for t, end in asked if done < end]
+            promise[4] = self._caught_at.get(tp)
 
     def _upstream_watermark(self) -> tuple[Callable[[float], float], float]:
         """Stage 2's watermarks: the least progress any input partition has reported over the
@@ -770,7 +803,7 @@ class Pipeline:
         assert self.consumer is not None
         first = {tp: records[0].offset for tp, records in polled.items()}
         snapshots = self.buffer.snapshot(), self.state_buffer.snapshot()
-        saved = dict(self._next), dict(self._newest)
+        saved = dict(self._next), dict(self._newest), dict(self._caught_at)
         bad = self._decode(polled)
         now_m = time.monotonic()
         to_partition: list[tuple[SignIn, int]] = []
@@ -807,7 +840,8 @@ class Pipeline:
                 self.buffer.restore(snapshots[0])
                 if self.state_buffer is not self.buffer:
                     self.state_buffer.restore(snapshots[1])
-                self._next, self._newest = saved
+                self._next, self._newest, self._caught_at = saved
+                self._ends_asked.clear()
                 self._tombstones = tombstones + self._tombstones
                 self.store.routes.clear()
                 return

@@ -27,7 +27,6 @@ only offsets below the oldest sign-in still held: a crash loses nothing that was
 from __future__ import annotations
 
 import itertools
-from bisect import bisect_right
 from collections.abc import Callable, Hashable, Iterable
 from typing import NamedTuple
 
@@ -96,32 +95,35 @@ class ReorderBuffer:
     ) -> list[Held]:
         """``release``, with where each sign-in came from.
 
-        ``strict``: for sign-ins older than ``fresh_from`` (a backlog), a second watermark, given the
-        time the sign-in arrived: one that does not count idle sources as done, since a backlog can
-        reach a source that was idle, only those seen caught up since the sign-in arrived."""
+        ``strict``: a second watermark given the time a sign-in arrived, one that counts a source as
+        done only once it was seen caught up after the sign-in arrived. A backlog sign-in (older than
+        ``fresh_from``) needs both watermarks, since a backlog can reach a source that was idle; a
+        fresh one either (a source caught up since it arrived holds nothing older back, whatever
+        the age of the newest sign-in it has delivered)."""
         items = self._sort()
         if not items:
             return []
-        limit = watermark - self.window_s
+        window = self.window_s
+        limit = watermark - window
         overdue_limit = float("-inf")
         if self.max_hold_s != float("inf"):
             # Anything held past max_hold goes now, and with it everything older than it.
             overdue = [h.time for h in items if now - h.arrived >= self.max_hold_s]
             if overdue:
                 overdue_limit = max(overdue)
-                limit = max(limit, overdue_limit)
-        end = bisect_right(items, limit, key=_time)
-        window = self.window_s
-        for k in range(end):  # nothing is released before an older one that is not yet due
-            h = items[k]
-            if h.due > now or (
-                h.time < fresh_from
-                and h.time > overdue_limit
-                and strict is not None
-                and h.time > strict(h.arrived) - window
-            ):
-                end = k
+        end = 0
+        for h in items:  # oldest first: nothing is released before an older one that is not yet due
+            if h.due > now:
                 break
+            if h.time > overdue_limit:
+                gate = None if strict is None else strict(h.arrived) - window
+                if h.time < fresh_from:
+                    due = h.time <= limit and (gate is None or h.time <= gate)
+                else:
+                    due = h.time <= limit or (gate is not None and h.time <= gate)
+                if not due:
+                    break
+            end += 1
         out = items[:end]
         del items[:end]
         return out
@@ -165,7 +167,3 @@ class ReorderBuffer:
     def restore(self, snapshot: list[Held]) -> None:
         self._items = list(snapshot)
         self._sorted = False
-
-
-def _time(h: Held) -> float:
-    return h.time

@@ -88,7 +88,7 @@ def graph(record: Mapping[str, Any], options: Options) -> list[SignIn]:
 
 def monitor(record: Mapping[str, Any], options: Options) -> list[SignIn]:
     category = record.get("category")
-    if category is not None and category not in SIGNIN_CATEGORIES:
+    if category is not None and (not isinstance(category, str) or category not in SIGNIN_CATEGORIES):
         raise InvalidEvent(f"wrong kind: Entra {category} record, not a sign-in log")
     props = record.get("properties") or {}
     if not isinstance(props, dict):

@@ -41,7 +41,9 @@ def gworkspace(record: Mapping[str, Any], options: Options) -> list[SignIn]:
     if app not in (None, "login"):
         raise InvalidEvent(f"wrong kind: Google Workspace {app} activity, not a login activity")
     events = [e for e in record.get("events") or [] if isinstance(e, dict)]
-    logins = [(i, e) for i, e in enumerate(events) if e.get("name") in OUTCOMES]
+    logins = [
+        (i, e) for i, e in enumerate(events) if isinstance(e.get("name"), str) and e["name"] in OUTCOMES
+    ]
     if not logins:
         names = ", ".join(str(e.get("name")) for e in events) or "no events"
         raise NotASignIn(f"Google Workspace {names}")

@@ -35,7 +35,7 @@ LINES = ["entra-eventhub-lines.jsonl", "mixed.jsonl", "mapping.jsonl"]
 # The fixed part of every reason (what a metric label shows): never any of the input.
 REASON_CODES = re.compile(
     r"bad [\w.]+|bad JSON|bad syslog line|missing field|not a sign-in|unknown format|too large|not UTF-8"
-    r"|empty|too deeply nested|not an object|wrong kind"
+    r"|empty|too deeply nested|not an object|wrong kind|unreadable record"
 )
 
 # What must never be in a reason raw: control characters, line separators, bidirectional controls.
@@ -313,3 +313,19 @@ def test_account_transform_survives_hostile_accounts(raws: list[bytes], mode: st
         for s in (s for o in outcomes for s in o.signins):
             assert re.fullmatch(r"p:[0-9a-f]{32}", s.user)
             assert not re.fullmatch(r"h:[0-9a-f]{32}", s.event_id)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Found by the fuzz test above: a category that is an object, a login event name that is a list.
+        b'{"time": "2024-03-01T10:15:30Z", "operationName": "Sign-in activity", "category": {"v": 1},'
+        b' "callerIpAddress": "81.2.69.142", "properties": {"userPrincipalName": "a@b.example"}}',
+        b'{"id": {"time": "2024-03-01T10:15:30Z", "applicationName": "login"}, "actor": {"email": "a@b.example"},'
+        b' "ipAddress": "81.2.69.142", "events": [{"name": ["login_success"]}]}',
+    ],
+)
+def test_fields_of_unforeseen_types_are_rejected_not_raised(raw: bytes) -> None:
+    for fmt in ("auto", "entra", "gworkspace"):
+        (outcome,) = Normalizer(fmt).many([raw])
+        assert all(o.error is not None and not o.signins for o in outcome), (fmt, outcome)

@@ -51,6 +51,22 @@ def test_a_backlog_waits_for_the_strict_watermark_given_its_arrival() -> None:
     assert [h.event.time for h in b.release_held(inf, now=7.0, strict=strict, fresh_from=150)] == [200]
 
 
+
+def test_a_fresh_sign_in_goes_once_every_source_behind_it_was_seen_caught_up() -> None:
+    # The live watermark (the least newest time a source delivered) is behind it, but the sources that
+    # hold it back were reported caught up after it arrived: nothing older can still come from them.
+    b = ReorderBuffer(window_s=0, max_hold_s=60)
+    b.add(ev(500), arrived=1.0)
+
+    def strict(arrived: float) -> float:
+        return 600.0 if arrived < 3.0 else 100.0
+
+    assert [h.event.time for h in b.release_held(400, now=2.0, strict=strict, fresh_from=0)] == [500]
+    b.add(ev(700), arrived=4.0)
+    assert b.release_held(400, now=5.0, strict=strict, fresh_from=0) == []  # not yet caught up since
+    assert [h.event.time for h in b.release_held(800, now=5.0, strict=strict, fresh_from=0)] == [700]
+
+
 def test_offsets_per_source_drop_snapshot_restore() -> None:
     b = ReorderBuffer()
     b.add(ev(5), "p0", 10)
