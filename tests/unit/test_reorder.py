@@ -51,7 +51,6 @@ def test_a_backlog_waits_for_the_strict_watermark_given_its_arrival() -> None:
     assert [h.event.time for h in b.release_held(inf, now=7.0, strict=strict, fresh_from=150)] == [200]
 
 
-
 def test_a_fresh_sign_in_goes_once_every_source_behind_it_was_seen_caught_up() -> None:
     # The live watermark (the least newest time a source delivered) is behind it, but the sources that
     # hold it back were reported caught up after it arrived: nothing older can still come from them.
