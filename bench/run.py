@@ -37,7 +37,6 @@ import re
 import resource
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -303,12 +302,6 @@ def fmt_ratio(x: float | None) -> str:
     return "-" if x is None else f"{x:,.2f}x"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def percentile(sorted_values: list[float], q: float) -> float:
     """Nearest-rank percentile of an already sorted list."""
     if not sorted_values:
@@ -538,6 +531,8 @@ class Detector:
         keyed: bool = False,
         extra: tuple[str, ...] = (),
     ) -> None:
+        from detector.localkafka import free_port
+
         self.ctx = ctx
         self.port = free_port()
         self.group = group

@@ -75,7 +75,6 @@ class AccountIds:
                 f"too short: {len(key)} bytes; use at least {MIN_KEY_BYTES} (32 random bytes recommended)",
             )
         self.normalize = normalize
-        self.pseudonymize = key is not None
         self._key = key
         # Accounts recur: the answer for the recent ones is kept (the key is in memory anyway, so this
         # exposes nothing new to whoever can read the process's memory).
@@ -83,7 +82,7 @@ class AccountIds:
 
     @property
     def active(self) -> bool:
-        return self.normalize != "off" or self.pseudonymize
+        return self.normalize != "off" or self._key is not None
 
     @classmethod
     def from_settings(cls, settings: Any) -> AccountIds:

@@ -656,6 +656,10 @@ class Pipeline:
         except (kerr.KafkaError, AssertionError, TypeError, ValueError):
             return fallback
 
+    def _read_to(self, tp: TopicPartition) -> int:
+        """Where reading ``tp`` has got to: past what was decoded, or the consumer's position."""
+        return self._next[tp] if tp in self._next else self._position(tp, -1)
+
     def _idle_positions(self) -> bool:
         """Positions that moved past markers alone since the last commit (nothing held there)."""
         held = self.buffer.oldest_offsets()
@@ -684,13 +688,14 @@ class Pipeline:
         assert self.consumer is not None
         held = self.buffer.oldest_times()
         promises = []
+        positions: dict[TopicPartition, int] = {}
         for tp in sorted(self.assignment.assigned):
             if tp.topic not in self.topics:
                 continue
             highwater = self.consumer.highwater(tp)
             if highwater is None:  # nothing fetched there yet (an empty partition): the broker's word
                 highwater = self._known_end.get(tp)
-            position = self._next[tp] if tp in self._next else self._position(tp, -1)
+            position = positions[tp] = self._read_to(tp)
             caught_up = highwater is not None and position >= highwater
             if not caught_up:
                 self._caught_up_since.pop(tp, None)
@@ -704,11 +709,11 @@ class Pipeline:
         if not promises or (changed == self._last_marker and now < self._next_marker):
             return []
         self._last_marker, self._next_marker = changed, now + MARKER_EVERY_S
-        self._caught_up_at(promises)
+        self._caught_up_at(promises, positions)
         value = orjson.dumps(promises)
         return [(p, value) for p in range(self.partitions)]
 
-    def _caught_up_at(self, promises: list[list[Any]]) -> None:
+    def _caught_up_at(self, promises: list[list[Any]], positions: dict[TopicPartition, int]) -> None:
         """Per input partition, the latest wall-clock time T such that every record appended before T
         has been read and forwarded (nothing before it still held here): the partition's end is asked
         of the broker at each marker, and T is the time of the latest answer that the partition's
@@ -728,8 +733,7 @@ class Pipeline:
             asked = self._ends_asked.setdefault(tp, [])
             if tp in ends:
                 asked.append((asked_at, ends[tp]))
-            position = self._next[tp] if tp in self._next else self._position(tp, -1)
-            done = min(position, held.get(tp, position))
+            done = min(positions[tp], held.get(tp, positions[tp]))
             passed = [t for t, end in asked if done >= end]
             if passed:
                 self._caught_at[tp] = max(passed)

@@ -68,7 +68,8 @@ def broker_answers(bootstrap: str, timeout_s: float = 3.0, **security: object) -
             admin.close()
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -247,7 +248,7 @@ class LocalKafka:
         self.name = name
         self.host = host
         self.port = port
-        self.controller_port = controller_port or (port + 1 if name == "default" else _free_port())
+        self.controller_port = controller_port or (port + 1 if name == "default" else free_port())
         self.extra_properties = extra_properties or {}
         # Extra listeners: name -> (port, security protocol), e.g. {"SECURE": (9094, "SASL_SSL")}.
         self.listeners = dict(listeners or {})

@@ -77,6 +77,19 @@ PLACES: tuple[Place, ...] = (
 )
 
 
+def _writer(database_type: str, description: str) -> Any:
+    """An empty MaxMind DB writer: an IPv6 tree with IPv4 mapped in, as the real databases."""
+    from mmdb_writer import MMDBWriter
+
+    return MMDBWriter(
+        ip_version=6,
+        ipv4_compatible=True,
+        database_type=database_type,
+        languages=["en"],
+        description=description,
+    )
+
+
 def build_city_db(
     path: str,
     places: Iterable[Place] = PLACES,
@@ -85,16 +98,9 @@ def build_city_db(
     extra: Mapping[str, dict[str, Any]] | None = None,
 ) -> str:
     """Write a small MaxMind DB (IPv6 tree, IPv4 mapped in) that the real reader opens."""
-    from mmdb_writer import MMDBWriter
     from netaddr import IPSet
 
-    writer = MMDBWriter(
-        ip_version=6,
-        ipv4_compatible=True,
-        database_type=database_type,
-        languages=["en"],
-        description="impossible-travel test database",
-    )
+    writer = _writer(database_type, "impossible-travel test database")
     for place in places:
         writer.insert_network(IPSet([place.network]), place.record(layout))
     for network, record in (extra or {}).items():
@@ -114,16 +120,9 @@ def build_asn_db(
     path: str, networks: Mapping[str, tuple[int, str]], database_type: str = "GeoLite2-ASN"
 ) -> str:
     """A small ASN database in the GeoLite2-ASN layout (also DB-IP ASN Lite's)."""
-    from mmdb_writer import MMDBWriter
     from netaddr import IPSet
 
-    writer = MMDBWriter(
-        ip_version=6,
-        ipv4_compatible=True,
-        database_type=database_type,
-        languages=["en"],
-        description="impossible-travel test ASN database",
-    )
+    writer = _writer(database_type, "impossible-travel test ASN database")
     for network, (number, org) in networks.items():
         writer.insert_network(
             IPSet([network]), {"autonomous_system_number": number, "autonomous_system_organization": org}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from detector.localkafka import LocalKafka, broker_answers
+from detector.localkafka import LocalKafka, broker_answers, free_port
 from detector.testing import build_city_db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -58,12 +57,6 @@ def run_cli(
 # KAFKA_BOOTSTRAP_SERVERS when set, else a local Apache Kafka started for the session (see
 # detector.localkafka). Readiness is a metadata request, never a sleep. With CI=true a broker test
 # never skips: it fails.
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _need_tools() -> None:

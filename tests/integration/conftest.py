@@ -99,6 +99,26 @@ def alerts_in(bootstrap: str, topic: str) -> list[dict[str, Any]]:
     return [orjson.loads(r.value) for r in read_all(bootstrap, topic)]
 
 
+def pairs(alerts: list[dict[str, Any]]) -> set[tuple[str, frozenset[str]]]:
+    """(account, {previous event id, current event id}) of each alert."""
+    return {(a["user"], frozenset((a["previous"]["event_id"], a["current"]["event_id"]))) for a in alerts}
+
+
+def labelled(labels: list[dict[str, Any]]) -> set[tuple[str, frozenset[str]]]:
+    """The same of each expected alert (traffic.Generator's labels)."""
+    return {(lb["user"], frozenset((lb["previous"], lb["current"]))) for lb in labels}
+
+
+def assert_exactly_the_labels(alerts: list[dict[str, Any]], labels: list[dict[str, Any]]) -> None:
+    """No alert twice, and exactly the labelled ones."""
+    ids = [a["alert_id"] for a in alerts]
+    assert len(ids) == len(set(ids)), "an alert was committed twice"
+    assert pairs(alerts) == labelled(labels), (
+        f"unexpected {sorted(map(str, pairs(alerts) - labelled(labels)))[:5]}; "
+        f"missing {sorted(map(str, labelled(labels) - pairs(alerts)))[:5]}"
+    )
+
+
 class Detector:
     """`python -m detector run` as a subprocess, with its metrics port and log."""
 

@@ -11,17 +11,17 @@ import orjson
 import pytest
 
 from detector.traffic import Catalogue, Generator
-from tests.integration.conftest import Topics, alerts_in, caught_up, create_topic, produce, read_all
+from tests.integration.conftest import (
+    Topics,
+    alerts_in,
+    assert_exactly_the_labels,
+    caught_up,
+    create_topic,
+    produce,
+    read_all,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.realdb]
-
-
-def labelled(labels: list[dict[str, Any]]) -> set[tuple[str, frozenset[str]]]:
-    return {(lb["user"], frozenset((lb["previous"], lb["current"]))) for lb in labels}
-
-
-def pairs(alerts: list[dict[str, Any]]) -> set[tuple[str, frozenset[str]]]:
-    return {(a["user"], frozenset((a["previous"]["event_id"], a["current"]["event_id"]))) for a in alerts}
 
 
 def all_caught_up(topics: Topics) -> bool:
@@ -32,13 +32,7 @@ def all_caught_up(topics: Topics) -> bool:
 
 
 def exactly_the_labels(topics: Topics, labels: list[dict[str, Any]]) -> None:
-    alerts = alerts_in(topics.bootstrap, topics.alerts)  # read_committed
-    ids = [a["alert_id"] for a in alerts]
-    assert len(ids) == len(set(ids)), "an alert was committed twice"
-    assert pairs(alerts) == labelled(labels), (
-        f"unexpected {sorted(map(str, pairs(alerts) - labelled(labels)))[:5]}; "
-        f"missing {sorted(map(str, labelled(labels) - pairs(alerts)))[:5]}"
-    )
+    assert_exactly_the_labels(alerts_in(topics.bootstrap, topics.alerts), labels)  # read_committed
 
 
 def test_two_processes_one_killed_with_sigkill_and_a_third_started(
