@@ -28,6 +28,9 @@ class GeoResolver(Protocol):
 
     def locate(self, ip: str) -> Location | None: ...
 
+    def prefetch(self, ips: Iterable[str]) -> None:
+        """A hint: these addresses are about to be located (a resolver may look them up together)."""
+
 
 class TrustedNetworks:
     """Networks whose sign-ins never count as travel (corporate egress, VPN concentrators, gateways):
@@ -159,8 +162,10 @@ class Engine:
             tally.rejected_by_reason[reason_code(reason)] += 1
         now = self.clock()
         policy, store, trusted, record = self.policy, self.store, self.trusted, self.record
-        locate, current, get = self.locate, self._current, store.get
+        events = events if isinstance(events, list) else list(events)
         evaluate_failures = policy.evaluate_failures
+        self.geo.prefetch([e.ip for e in events if e.success or evaluate_failures])
+        locate, current, get = self.locate, self._current, store.get
         by_result, by_outcome = tally.by_result, tally.by_outcome
         newest = tally.newest_event_time
         for event in events:

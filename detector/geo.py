@@ -4,7 +4,7 @@ Two methods, for two jobs:
 
 - ``haversine_km`` / ``haversine_km_batch``: the great circle on a sphere of the Earth's mean radius.
   Cheap, and vectorised over a batch with numpy; used to screen pairs of sign-ins.
-- ``geodesic_km``: the WGS-84 ellipsoid (geopy, Karney's algorithm), exact to millimetres; used for
+- ``geodesic_km``: the WGS-84 ellipsoid (Karney's algorithm, geographiclib as geopy calls it), exact to millimetres; used for
   every figure reported in an alert and for the final decision on pairs that the screen lets through.
   The sphere is off the ellipsoid by at most about 0.56 %, so screening with ``SCREEN_MARGIN`` can never
   drop a pair that the exact figure would alert on.
@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 
 EARTH_MEAN_RADIUS_KM = 6371.0088
+# WGS-84 as geopy states it (geopy.distance.ELLIPSOIDS["WGS-84"]): semi-major axis in km, flattening.
+WGS84_A_KM = 6378.137
+WGS84_F = 1 / 298.257223563
 # Largest relative error of the spherical distance against WGS-84, with room to spare.
 SCREEN_MARGIN = 1.01
 
@@ -41,17 +44,22 @@ def haversine_km_batch(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon
 
 
 def geodesic_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Distance in km on the WGS-84 ellipsoid."""
-    return float(_geodesic()((lat1, lon1), (lat2, lon2)).km)
+    """Distance in km on the WGS-84 ellipsoid: exactly what geopy's ``geodesic(...).km`` gives (the same
+    geographiclib call on the same ellipsoid in km; a test holds them equal)."""
+    return float(_wgs84_km().Inverse(lat1, lon1, lat2, lon2, _DISTANCE)["s12"])
+
+
+_DISTANCE = 1025  # geographiclib's Geodesic.DISTANCE (an output mask)
 
 
 @functools.cache
-def _geodesic() -> Any:
-    # Imported when first needed: importing geopy loads all its geocoders (0.7 s), and a replay or a
-    # stream without a single candidate pair never needs it.
-    from geopy.distance import geodesic
+def _wgs84_km() -> Any:
+    # geographiclib directly, imported when first needed: geopy computes its geodesic with it, but
+    # importing geopy loads all its geocoders (half a second at every start that meets a candidate pair).
+    from geographiclib.geodesic import Geodesic
 
-    return geodesic
+    assert Geodesic.DISTANCE == _DISTANCE
+    return Geodesic(WGS84_A_KM, WGS84_F)
 
 
 def net_distance_km(distance_km: float, radius1_km: float, radius2_km: float) -> float:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from geopy.distance import geodesic
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -45,3 +46,10 @@ def test_net_distance_and_speed() -> None:
     assert speed_kmh(100, 3600) == 100
     assert speed_kmh(100, 0) == math.inf
     assert speed_kmh(0, 0) == 0
+
+
+@given(lat, lon, lat, lon)
+def test_geodesic_is_geopys_to_the_last_bit(a: float, b: float, c: float, d: float) -> None:
+    # The detector calls geographiclib itself (importing geopy costs half a second at start); the
+    # reported figures must still be exactly geopy's.
+    assert geodesic_km(a, b, c, d) == geodesic((a, b), (c, d)).km

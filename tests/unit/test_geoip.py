@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -134,3 +136,77 @@ def test_uses_the_c_extension_when_installed(city_db: str) -> None:
     except ImportError:
         pytest.skip("maxminddb C extension not installed")
     assert GeoIP(city_db).uses_c_extension
+
+
+def _one_at_a_time(path: str, ips: list[str]) -> list[object]:
+    geo = GeoIP(path)
+    return [geo.locate(ip) for ip in ips]
+
+
+def _together(path: str, ips: list[str]) -> tuple[list[object], GeoIP]:
+    geo = GeoIP(path)
+    geo.prefetch(ips)
+    return [geo.locate(ip) for ip in ips], geo
+
+
+def _mixed_addresses(count: int, seed: int) -> list[str]:
+    """Addresses in and around the test networks, special ranges, and anywhere at all."""
+    rng = random.Random(seed)
+    networks = [ipaddress.ip_network(p.network) for p in PLACES if p.network.count(".") == 3]
+    ips = []
+    for _ in range(count):
+        kind = rng.random()
+        if kind < 0.5:
+            net = rng.choice(networks)
+            ips.append(str(net[rng.randrange(net.num_addresses)]))
+        elif kind < 0.6:
+            ips.append(f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}")
+        else:
+            ips.append(str(ipaddress.IPv4Address(rng.getrandbits(32))))
+    return ips
+
+
+def test_batch_lookup_gives_what_one_at_a_time_gives(city_db: str) -> None:
+    ips = _mixed_addresses(3000, seed=1)
+    together, geo = _together(city_db, ips)
+    assert together == _one_at_a_time(city_db, ips)
+    assert sum(loc is not None for loc in together) > 1000  # the walk found the test networks
+    # Addresses that share a record were read once: far fewer reads than located addresses.
+    assert 0 < geo.stats.database_reads < 20 and geo.stats.network_cache_hits > 1000
+
+
+@pytest.mark.parametrize("record_size", [24, 28, 32])
+def test_batch_lookup_on_every_record_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record_size: int
+) -> None:
+    # mmdb-writer picks the smallest size that fits; the real databases use 28 (GeoLite2) or others.
+    from mmdb_writer import TreeWriter
+
+    fit = TreeWriter._adjust_record_size
+
+    def forced(self: TreeWriter) -> None:
+        fit(self)
+        self.record_size = record_size
+        self.data_offset = self.record_size * 2 / 8 * self._node_counter
+
+    monkeypatch.setattr(TreeWriter, "_adjust_record_size", forced)
+    path = build_city_db(str(tmp_path / f"city-{record_size}.mmdb"))
+    assert GeoIP(path)._reader.metadata().record_size == record_size
+    ips = _mixed_addresses(1000, seed=record_size)
+    assert _together(path, ips)[0] == _one_at_a_time(path, ips)
+
+
+def test_batch_lookup_on_the_real_database(real_db: str) -> None:
+    rng = random.Random(7)
+    ips = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(5000)]
+    together, geo = _together(real_db, ips)
+    assert together == _one_at_a_time(real_db, ips)
+    assert sum(loc is not None for loc in together) > 2000
+    assert geo._reader.metadata().record_size == 28
+
+
+def test_batch_lookup_leaves_ipv6_and_few_addresses_to_the_single_path(city_db: str) -> None:
+    geo = GeoIP(city_db)
+    geo.prefetch([ip_in("2a02:c7f::/32"), ip_in("81.2.69.0/24")])
+    assert geo.stats.database_reads == 0  # nothing done ahead
+    assert geo.locate(ip_in("2a02:c7f::/32")).city == "London"  # type: ignore[union-attr]

@@ -21,7 +21,7 @@ CORE = {
     "codec": {"errors", "model"},
     "engine": {"model", "rules", "state", "geo", "errors", "codec"},
 }
-THIRD_PARTY_ALLOWED = {"numpy", "geopy", "orjson"}
+THIRD_PARTY_ALLOWED = {"numpy", "geopy", "geographiclib", "orjson"}
 FORBIDDEN = {"kafka", "prometheus_client", "geoip2", "maxminddb"}
 
 
