@@ -211,11 +211,13 @@ def event_from_mapping(obj: object, limits: Limits = DEFAULT_LIMITS) -> SignIn:
 def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list[SignIn | InvalidEvent]:
     """``decode_event`` for many records at once, with the same result for each, faster.
 
-    The common record (every field a plain string or number, the timestamp ``YYYY-MM-DDTHH:MM:SS[.f]Z``)
+    The common record (every field a plain string or number, the timestamp ``YYYY-MM-DDTHH:MM:SS[.f]``
+    with ``Z`` or a ``+HH:MM`` offset)
     is checked inline and all such timestamps are parsed in one numpy call; anything else goes through
     ``decode_event`` itself, so the two cannot disagree on what is valid."""
     out: list[SignIn | InvalidEvent] = [_PENDING] * len(raws)
-    stamps: list[str] = []
+    stamps: list[str] = []  # without their zone
+    offsets: list[int] = []  # the zone's offset from UTC in seconds
     waiting: list[tuple[int, str, str, str | None, bool]] = []
     max_bytes, max_depth, max_user, max_field = (
         limits.max_event_bytes,
@@ -241,7 +243,7 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
                 and ip.__class__ is str
                 and len(ip) <= 64
                 and ts.__class__ is str
-                and _plain_utc(ts)
+                and (offset := _plain_stamp(ts)) is not None
                 and (
                     eid is None or (eid.__class__ is str and 0 < len(eid) <= max_field and not eid.isspace())
                 )
@@ -252,13 +254,16 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
                 except ValueError:
                     address = ""
                 if address:
-                    stamps.append(ts[:-1])
+                    stamps.append(ts[:-1] if offset == 0 and ts[-1] == "Z" else ts[:-6])
+                    offsets.append(offset)
                     waiting.append((i, user, address, eid, outcome != "failure"))
                     continue
         out[i] = _decode_one(raw, limits)
     if waiting:
         try:
-            seconds = (np.array(stamps, dtype="datetime64[us]").astype(np.int64) / 1e6).tolist()
+            micros = np.array(stamps, dtype="datetime64[us]").astype(np.int64)
+            micros -= np.array(offsets, dtype=np.int64) * 1_000_000
+            seconds = (micros / 1e6).tolist()
         except ValueError:  # one of them is no date (30 February...): each on its own
             seconds = [None] * len(stamps)
         for (i, user, address, eid, success), t in zip(waiting, seconds, strict=True):
@@ -278,17 +283,31 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
 _PENDING = InvalidEvent("not decoded")
 
 
-def _plain_utc(ts: str) -> bool:
-    """``YYYY-MM-DDTHH:MM:SS[.f]Z``: a shape that numpy's datetime64 parses exactly as ``parse_timestamp``
-    does once the Z is dropped (numpy checks the digits and the ranges; the range of years is ours)."""
+def _plain_stamp(ts: str) -> int | None:
+    """The offset in seconds of ``YYYY-MM-DDTHH:MM:SS[.f]`` followed by ``Z`` or ``+HH:MM``/``-HH:MM``,
+    or None for any other shape. Without its zone, such a timestamp is parsed by numpy's datetime64
+    exactly as ``parse_timestamp`` parses it (numpy checks the digits and the ranges; the range of years
+    is ours)."""
     n = len(ts)
-    return (
-        (n == 20 or (22 <= n <= 32 and ts[19] == "."))
-        and ts[-1] == "Z"
+    if ts[-1:] == "Z":
+        n -= 1
+        offset = 0
+    elif n >= 25 and ts[-3] == ":" and ts[-6] in "+-" and ts[-5:-3].isdigit() and ts[-2:].isdigit():
+        hours, minutes = int(ts[-5:-3]), int(ts[-2:])
+        if hours > 23 or minutes > 59:
+            return None
+        offset = (hours * 3600 + minutes * 60) * (1 if ts[-6] == "+" else -1)
+        n -= 6
+    else:
+        return None
+    if (
+        (n == 19 or (21 <= n <= 31 and ts[19] == "."))
         and ts[10] == "T"
         and ts[4] == "-" == ts[7]
         and ts[13] == ":" == ts[16]
-    )
+    ):
+        return offset
+    return None
 
 
 def _decode_one(raw: bytes, limits: Limits) -> SignIn | InvalidEvent:

@@ -194,6 +194,15 @@ timestamps = st.one_of(
         min_value=__import__("datetime").datetime(1985, 1, 1),
         max_value=__import__("datetime").datetime(2105, 1, 1),
     ).map(lambda d: d.strftime("%Y-%m-%dT%H:%M:%S") + st_fraction(d) + "Z"),
+    st.tuples(
+        st.datetimes(
+            min_value=__import__("datetime").datetime(1989, 12, 31),
+            max_value=__import__("datetime").datetime(2100, 1, 1),
+        ),
+        st.sampled_from(
+            ["+05:30", "-05:00", "+00:00", "-00:00", "+23:59", "-23:59", "+24:00", "-12:60", "+0530"]
+        ),
+    ).map(lambda p: p[0].strftime("%Y-%m-%dT%H:%M:%S") + st_fraction(p[0]) + p[1]),
     st.sampled_from(
         [
             "2024-02-30T10:00:00Z",
@@ -260,3 +269,28 @@ def test_batch_decoding_equals_one_by_one(raws: list[bytes]) -> None:
 
     batch = [r if not isinstance(r, InvalidEvent) else ("invalid", r.reason) for r in decode_batch(raws)]
     assert batch == [one(r) for r in raws]
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        "2024-03-03T19:00:00-05:00",
+        "2024-03-04T05:30:00.123+05:30",
+        "2024-03-04T00:00:00.123456789+00:00",
+        "2024-03-04T00:00:00-00:00",
+        "2024-02-29T23:59:59+23:59",
+        "1990-01-01T00:00:00+01:00",  # before 1990 in UTC: refused by both
+        "2099-12-31T23:00:00-01:00",  # 2100 in UTC: refused by both
+        "2024-03-04T00:00:00+24:00",
+        "2024-03-04T00:00:00+05:60",
+        "2024-02-30T00:00:00+01:00",
+    ],
+)
+def test_batch_decoding_of_offsets_equals_one_by_one(stamp: str) -> None:
+    raw = orjson.dumps({"user": "a", "ip": "81.2.69.10", "timestamp": stamp, "event_id": "e"})
+    try:
+        one: object = decode_event(raw)
+    except InvalidEvent as exc:
+        one = ("invalid", exc.reason)
+    got = decode_batch([raw])[0]
+    assert (("invalid", got.reason) if isinstance(got, InvalidEvent) else got) == one
