@@ -106,16 +106,22 @@ class Ingest:
     def _decode_run(self, lines: Sequence[Line], batch: list[SignIn], reasons: list[str]) -> None:
         normalizer, rejects = self.normalizer, self.rejects
         ordinary = [line for line in lines if not line.too_long and not line.document]
-        results = iter(normalizer.many([line.raw for line in ordinary]))
+        results = iter(normalizer.quick([line.raw for line in ordinary]))
+        self.lines += len(lines)
         for line in lines:
-            self.lines += 1
+            if not line.too_long and not line.document:
+                signin = next(results)
+                if signin is not None:  # the common case: one valid canonical record
+                    self.records += 1
+                    batch.append(signin)
+                    continue
             if line.too_long:
                 limit = max(normalizer.limits.max_event_bytes, normalizer.max_batch_bytes)
                 reason = f"too large: line of {line.length} bytes > {limit}"
                 rejects.write(line.origin, line.number, reason, line.raw)
                 reasons.append(reason)
                 continue
-            outcomes = list(normalizer.records(line.raw, True)) if line.document else next(results)
+            outcomes = normalizer.records(line.raw, line.document)
             for outcome in outcomes:
                 self.records += 1
                 if outcome.error is None:

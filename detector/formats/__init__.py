@@ -166,23 +166,29 @@ class Normalizer:
     def many(self, raws: Sequence[bytes]) -> list[list[Outcome]]:
         """``records`` for many lines or messages: canonical ones decoded as one batch
         (``codec.decode_batch``), the others one by one. One list of outcomes per input, in order."""
+        return [
+            [Outcome(0, [signin], raw=raw)] if signin is not None else list(self.records(raw))
+            for raw, signin in zip(raws, self.quick(raws), strict=True)
+        ]
+
+    def quick(self, raws: Sequence[bytes]) -> list[SignIn | None]:
+        """The sign-in of each input that is one valid canonical record, decoded as one batch
+        (``codec.decode_batch``); None for any other input, which ``records`` must take."""
         limits = self.limits
-        out: list[list[Outcome]] = [[] for _ in raws]
+        out: list[SignIn | None] = [None] * len(raws)
+        if self.fmt not in ("auto", "canonical"):
+            return out
         quick = [i for i, raw in enumerate(raws) if raw[:1] == b"{" and len(raw) <= limits.max_event_bytes]
-        if self.fmt in ("auto", "canonical") and quick:
-            found = [
-                (i, result)
-                for i, result in zip(quick, decode_batch([raws[i] for i in quick], limits), strict=True)
-                if not isinstance(result, InvalidEvent)
-            ]
-            signins = [result for _, result in found]
-            if self.accounts is not None:
-                signins = self.accounts.apply(signins)
-            for (i, _), signin in zip(found, signins, strict=True):
-                out[i] = [Outcome(0, [signin], raw=raws[i])]
-        for i, raw in enumerate(raws):
-            if not out[i]:
-                out[i] = list(self.records(raw))
+        found = [
+            (i, result)
+            for i, result in zip(quick, decode_batch([raws[i] for i in quick], limits), strict=True)
+            if not isinstance(result, InvalidEvent)
+        ]
+        signins = [result for _, result in found]
+        if self.accounts is not None:
+            signins = self.accounts.apply(signins)
+        for (i, _), signin in zip(found, signins, strict=True):
+            out[i] = signin
         return out
 
     def records(self, raw: bytes, document: bool = False) -> Iterator[Outcome]:
