@@ -89,6 +89,8 @@ _SPECIAL_V6 = [
 
 _SPECIAL_V4_STARTS = [int(n.network_address) for n in _SPECIAL_V4]
 _SPECIAL_V4_ENDS = [int(n.broadcast_address) for n in _SPECIAL_V4]
+_SPECIAL_V4_STARTS_ARRAY = np.array(_SPECIAL_V4_STARTS, dtype=np.int64)
+_SPECIAL_V4_ENDS_ARRAY = np.array(_SPECIAL_V4_ENDS, dtype=np.int64)
 
 
 def is_special(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -101,6 +103,12 @@ def is_special(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
 def _special_v4(value: int) -> bool:
     i = bisect_right(_SPECIAL_V4_STARTS, value) - 1
     return i >= 0 and value <= _SPECIAL_V4_ENDS[i]
+
+
+def _special_v4_batch(values: np.ndarray) -> np.ndarray:
+    """``_special_v4`` over an array of IPv4 addresses (integers)."""
+    i = np.searchsorted(_SPECIAL_V4_STARTS_ARRAY, values, side="right") - 1
+    return (i >= 0) & (values <= _SPECIAL_V4_ENDS_ARRAY[np.maximum(i, 0)])
 
 
 _MISS = object()
@@ -117,7 +125,8 @@ class SearchTree:
     def __init__(self, path: str, node_count: int, record_size: int, ip_version: int) -> None:
         if record_size not in (24, 28, 32):
             raise ValueError(f"unsupported record size {record_size}")
-        self.bytes = np.memmap(path, dtype=np.uint8, mode="r")
+        # A plain array over the mapping: np.memmap's own indexing costs a Python call per step.
+        self.bytes = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
         self.node_count = node_count
         self.record_size = record_size
         self.node_bytes = record_size // 4
@@ -322,24 +331,31 @@ class GeoIP:
         except OSError:
             return  # not a plain dotted quad among them (callers pass normalised addresses)
         addresses = np.frombuffer(packed, dtype=">u4")
-        offsets = tree.find(addresses).tolist()
+        offsets = tree.find(addresses)
+        special = _special_v4_batch(addresses)
+        offsets[special] = -2
         by_record, stats = self._by_record, self.stats
-        for ip, value, offset in zip(new, addresses.tolist(), offsets, strict=True):
-            if _special_v4(value):
-                stats.special += 1
-                found = None
-            elif offset < 0:
-                stats.unknown += 1
-                found = None
-            elif offset in by_record:
-                stats.network_cache_hits += 1
-                found = by_record[offset]
-            else:
-                found = self._read_record(ip)
-                if len(by_record) >= self.cache_size:
-                    _evict_quarter(by_record)
-                by_record[offset] = found
-            waiting[ip] = self._with_asn(ip, found)
+        stats.special += int(special.sum())
+        stats.unknown += int((offsets == -1).sum())
+        # One read per record not met before, from the first of its addresses.
+        kinds, first = np.unique(offsets, return_index=True)
+        located: dict[int, Location | None] = {}
+        reads = 0
+        for offset, i in zip(kinds.tolist(), first.tolist(), strict=True):
+            if offset < 0:
+                continue
+            if offset in by_record:
+                located[offset] = by_record[offset]
+                continue
+            reads += 1
+            located[offset] = by_record[offset] = self._read_record(new[i])
+            if len(by_record) > self.cache_size:
+                _evict_quarter(by_record)
+        stats.network_cache_hits += int((offsets >= 0).sum()) - reads
+        found = [located.get(o) for o in offsets.tolist()]
+        if self.asn is not None:
+            found = [self._with_asn(ip, loc) for ip, loc in zip(new, found, strict=True)]
+        waiting.update(zip(new, found, strict=True))
 
     def _read_record(self, ip: str) -> Location | None:
         self.stats.database_reads += 1
