@@ -41,6 +41,9 @@ def rounds(catalogue: Catalogue) -> Any:
     """Endless rounds of labelled traffic over the last two days, plus a London -> New York trip."""
     london = _pick(catalogue, "London", "GB")
     new_york = _pick(catalogue, "New York", "US")
+    # Travellers new to every run: a broker that ran the demo before keeps its accounts' state, and
+    # would take the same sign-ins again for re-deliveries.
+    run = f"{int(time.time()) % 1_000_000:06d}"
     seed = 1
     while True:
         now = time.time()
@@ -50,14 +53,14 @@ def rounds(catalogue: Catalogue) -> Any:
         docs: list[bytes] = [orjson.dumps(e) for e in traffic.events]
         docs.insert(len(docs) // 3, b'{"user": "broken-shipper", "ip": "not an address"}')
         if london and new_york:
-            traveller = f"demo.traveller.{seed}@gov.example"
+            traveller = f"demo.traveller.{run}.{seed}@gov.example"
             docs.append(
                 orjson.dumps(
                     {
                         "user": traveller,
                         "ip": london.ip,
                         "timestamp": round(now - 300),
-                        "event_id": f"demo-{seed}-lon",
+                        "event_id": f"demo-{run}-{seed}-lon",
                     }
                 )
             )
@@ -67,7 +70,7 @@ def rounds(catalogue: Catalogue) -> Any:
                         "user": traveller,
                         "ip": new_york.ip,
                         "timestamp": round(now),
-                        "event_id": f"demo-{seed}-nyc",
+                        "event_id": f"demo-{run}-{seed}-nyc",
                     }
                 )
             )

@@ -113,9 +113,9 @@ class ReorderBuffer:
                 overdue_limit = max(overdue)
         end = 0
         for h in items:  # oldest first: nothing is released before an older one that is not yet due
-            if h.due > now:
-                break
-            if h.time > overdue_limit:
+            if h.time > overdue_limit:  # (max_hold outranks min_hold, or a steady backlog could stall all)
+                if h.due > now:
+                    break
                 gate = None if strict is None else strict(h.arrived) - window
                 if h.time < fresh_from:
                     due = h.time <= limit and (gate is None or h.time <= gate)

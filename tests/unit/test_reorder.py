@@ -90,3 +90,18 @@ def test_nothing_is_lost_and_releases_are_sorted(times: list[float], marks: list
             out += released
     out += [e.time for e in b.drain()]
     assert sorted(out) == sorted(times)
+
+
+def test_max_hold_outranks_the_min_hold_of_older_sign_ins_that_keep_coming() -> None:
+    # A backlog of old sign-ins arriving without pause (each waits min_hold) must not hold a newer
+    # sign-in past max_hold: reorder_max_wait promises the longest wait whatever the stream does.
+    b = ReorderBuffer(window_s=0, max_hold_s=5)
+    b.add(ev(1_000, "fresh"), arrived=0.0)
+    released: list[str] = []
+    for tick in range(1, 20):  # one old sign-in a second, each due a second after it arrived
+        b.add(ev(float(tick), f"old{tick}"), arrived=tick - 0.5, min_hold=1.0)
+        released += [e.event_id for e in b.release(watermark=float("inf"), now=float(tick))]
+        if "fresh" in released:
+            break
+    assert "fresh" in released and tick == 5
+    assert released.index("fresh") == len(released) - 1  # after every older one, still in order
