@@ -210,3 +210,21 @@ def test_batch_lookup_leaves_ipv6_and_few_addresses_to_the_single_path(city_db: 
     geo.prefetch([ip_in("2a02:c7f::/32"), ip_in("81.2.69.0/24")])
     assert geo.stats.database_reads == 0  # nothing done ahead
     assert geo.locate(ip_in("2a02:c7f::/32")).city == "London"  # type: ignore[union-attr]
+
+
+def test_batch_lookup_with_an_asn_database(city_db: str, tmp_path: Path) -> None:
+    from detector.known import AsnDatabase
+    from detector.testing import build_asn_db
+
+    asn_db = build_asn_db(str(tmp_path / "asn.mmdb"), {"81.2.69.0/24": (16509, "AMAZON-02")})
+    ips = _mixed_addresses(2000, seed=3)
+
+    def geo() -> GeoIP:
+        return GeoIP(city_db, asn=AsnDatabase(asn_db, {"hosting": [16509]}))
+
+    together = geo()
+    together.prefetch(ips)
+    found = [together.locate(ip) for ip in ips]
+    one = geo()
+    assert found == [one.locate(ip) for ip in ips]
+    assert any(loc is not None and loc.network == "hosting" and loc.asn == 16509 for loc in found)
