@@ -4,8 +4,9 @@ Two methods, for two jobs:
 
 - ``haversine_km`` / ``haversine_km_batch``: the great circle on a sphere of the Earth's mean radius.
   Cheap, and vectorised over a batch with numpy; used to screen pairs of sign-ins.
-- ``geodesic_km``: the WGS-84 ellipsoid (Karney's algorithm, geographiclib as geopy calls it), exact to millimetres; used for
-  every figure reported in an alert and for the final decision on pairs that the screen lets through.
+- ``geodesic_km``: the WGS-84 ellipsoid (Karney's algorithm, through geographiclib as geopy calls it),
+  exact to millimetres; used for every figure reported in an alert and for the final decision on pairs
+  that the screen lets through.
   The sphere is off the ellipsoid by at most about 0.56 %, so screening with ``SCREEN_MARGIN`` can never
   drop a pair that the exact figure would alert on.
 """

@@ -13,7 +13,8 @@ them in event-time order.
   the watermark is ``window_s`` past it. It costs up to that much alert latency in the stream (none in
   replay). A sign-in that comes later than that is still evaluated, against its neighbours in the
   account's history, and counted as late.
-- ``max_hold_s`` bounds the wait in wall-clock time, whatever the watermark does (a stalled partition).
+- ``max_hold_s`` bounds the wait in wall-clock time, whatever the watermark does (a stalled partition)
+  and whatever ``min_hold`` asks of older sign-ins (a backlog that keeps arriving).
 - ``min_hold`` (per sign-in, chosen by the caller) makes a sign-in wait a moment in wall-clock time:
   records that a producer sent together can be appended to different partitions milliseconds apart,
   so a partition that looks caught up may simply not have received its share yet. That matters only
