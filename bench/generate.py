@@ -559,16 +559,18 @@ def ensure(spec: Spec, db: str | os.PathLike[str] = DEFAULT_DB) -> tuple[Path, d
     return path, meta
 
 
-def prefix(path: Path, lines: int) -> Path:
-    """The first ``lines`` lines of a cached file, as a file of its own (cached)."""
-    out = path.with_name(path.stem + f".head{lines}.jsonl")
+def prefix(path: Path, lines: int, skip: int = 0) -> Path:
+    """The first ``lines`` lines of a cached file (after the first ``skip``), as a file of its own
+    (cached)."""
+    out = path.with_name(path.stem + (f".from{skip}" if skip else "") + f".head{lines}.jsonl")
     if not out.exists():
         tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
         with open(path, "rb") as src, open(tmp, "wb") as dst:
             for i, line in enumerate(src):
-                if i >= lines:
+                if i >= skip + lines:
                     break
-                dst.write(line)
+                if i >= skip:
+                    dst.write(line)
         os.replace(tmp, out)
     return out
 
