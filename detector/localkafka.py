@@ -225,6 +225,16 @@ def _san(host: str) -> str:
         return f"DNS:{host}"
 
 
+def new_cluster_id() -> str:
+    """A random KRaft cluster id, as Kafka's ``Uuid.randomUuid`` makes them: URL-safe base64 of 16
+    random bytes, never starting with "-" (one in 64 would, and the storage tool's argument parser
+    then takes the id for an option: "--cluster-id/-t: expected one argument")."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 class LocalKafka:
     """One broker+controller process with its own data, logs and pid file under .cache/kafka/<name>/."""
 
@@ -356,7 +366,7 @@ class LocalKafka:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         props = self._properties()
         if not (self.home / "data" / "meta.properties").exists():
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cluster_id = new_cluster_id()
             scram = self.secure.scram_arguments() if self.secure is not None else []
             formatted = subprocess.run(
                 # A short-lived JVM: the client compiler alone starts it twice as fast.
