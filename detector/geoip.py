@@ -348,7 +348,8 @@ class GeoIP:
                 located[offset] = by_record[offset]
                 continue
             reads += 1
-            located[offset] = by_record[offset] = self._read_record(new[i])
+            read = self._read(new[i])
+            located[offset] = by_record[offset] = read[0] if read is not None else None
             if len(by_record) > self.cache_size:
                 _evict_quarter(by_record)
         stats.network_cache_hits += int((offsets >= 0).sum()) - reads
@@ -357,17 +358,21 @@ class GeoIP:
             found = [self._with_asn(ip, loc) for ip, loc in zip(new, found, strict=True)]
         waiting.update(zip(new, found, strict=True))
 
-    def _read_record(self, ip: str) -> Location | None:
+    def _read(self, ip: str) -> tuple[Location | None, int] | None:
+        """One database read: the address's location and the prefix length of its network; None when
+        the read failed."""
         self.stats.database_reads += 1
         try:
-            record = self._reader.get(ip)
+            record, plen = self._reader.get_with_prefix_len(ip)
         except (maxminddb.InvalidDatabaseError, ValueError, OSError):
+            # The file was overwritten in place under the reader (replace it by renaming instead): no
+            # location for now; the reload check takes the new file as soon as it is complete.
             self.stats.errors += 1
             return None
         found = self._to_location(record) if record else None
         if found is None:
             self.stats.unknown += 1
-        return found
+        return found, plen
 
     def _locate_uncached(self, ip: str) -> Location | None:
         if ":" in ip:
@@ -385,17 +390,10 @@ class GeoIP:
                 if key in self._by_network:
                     self.stats.network_cache_hits += 1
                     return self._by_network[key]
-        self.stats.database_reads += 1
-        try:
-            record, plen = self._reader.get_with_prefix_len(ip)
-        except (maxminddb.InvalidDatabaseError, ValueError, OSError):
-            # The file was overwritten in place under the reader (replace it by renaming instead): no
-            # location for now; the reload check takes the new file as soon as it is complete.
-            self.stats.errors += 1
+        read = self._read(ip)
+        if read is None:
             return None
-        found = self._to_location(record) if record else None
-        if found is None:
-            self.stats.unknown += 1
+        found, plen = read
         if len(self._by_network) >= self.cache_size:
             for gone in _evict_quarter(self._by_network):
                 self._prefix_lengths[(gone[0], gone[2])] -= 1
