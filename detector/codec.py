@@ -254,7 +254,7 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
                 except ValueError:
                     address = ""
                 if address:
-                    stamps.append(ts[:-1] if offset == 0 and ts[-1] == "Z" else ts[:-6])
+                    stamps.append(ts[:-1] if ts[-1] == "Z" else ts[:-6])
                     offsets.append(offset)
                     waiting.append((i, user, address, eid, outcome != "failure"))
                     continue
