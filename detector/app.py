@@ -21,6 +21,7 @@ from detector.geoip import GeoIP
 from detector.identity import AccountIds
 from detector.ingest import Ingest
 from detector.known import AsnDatabase, ExceptionsFile
+from detector.parallel import ParallelEngine, resolve_workers
 from detector.reorder import ReorderBuffer
 from detector.rules import Policy
 from detector.sinks import AlertFile, RejectsFile
@@ -177,12 +178,13 @@ def detect_files(
     settings: Any,
     reader: LineReader,
     ingest: Ingest,
-    engine: Engine,
+    engine: Engine | ParallelEngine,
     on_batch: Callable[[BatchResult], None],
     on_progress: Callable[[int], None] = lambda lines: None,
 ) -> int:
     """Run the engine over files, a batch of lines at a time, in event-time order within the reorder
-    window; returns the number of lines read."""
+    window; returns the number of lines read. (A pipelined engine's results trail its input by a batch;
+    ``drain`` gives the last.)"""
     buffer = ReorderBuffer(settings.reorder_window)
     newest = float("-inf")
     lines = 0
@@ -208,6 +210,9 @@ def detect_files(
             on_progress(lines)
     lines += len(chunk)
     detect(chunk, final=True)
+    last = engine.drain()
+    engine.commit(last)
+    on_batch(last)
     ingest.finish()
     return lines
 
@@ -223,14 +228,28 @@ def replay(
     AccountIds.from_settings(settings)  # a bad pseudonymisation key is refused before any work
     reader = reader_for(settings, inputs)
     geo = open_geoip(settings)
-    engine = build_engine(settings, geo, clock, exceptions_from(settings))
-    quiet_gc()
+    exceptions = exceptions_from(settings)
+    workers = resolve_workers(settings.workers, reader.bytes_total)
+    engine: Engine | ParallelEngine
+    if workers == 1:
+        engine = build_engine(settings, geo, clock, exceptions)
+        quiet_gc()
+    else:
+        quiet_gc()  # before the fork: what start-up made is frozen in every worker too
+
+        def worker_engine() -> Engine:
+            own = open_geoip(settings)  # each worker reads the database through its own handle
+            hot = max(1, settings.state_cache_size // workers)
+            return build_engine(settings, own, clock, exceptions, store=CompactStore(own.locate, hot))
+
+        engine = ParallelEngine(workers, worker_engine)
     show = settings.progress == "always" or (settings.progress == "auto" and stderr.isatty())
     progress = Progress(stderr, reader.bytes_total, show)
     logs.event(
         log,
         "replay started",
         inputs=len(inputs),
+        workers=workers,
         geoip=geo.database.database_type,
         geoip_build=geo.database.build_epoch,
     )
@@ -248,6 +267,8 @@ def replay(
         )
         progress.update(reader.bytes_read(), lines, out.written, force=True)
     finally:
+        if isinstance(engine, ParallelEngine):
+            engine.close()  # (already stopped unless the replay failed)
         progress.finish()
         out.close()
         rejects.close()
@@ -260,7 +281,7 @@ def replay(
         failures_ignored=t.by_result["failure_ignored"],
         duplicates=t.by_result["duplicate"],
         suppressed=t.suppressed,
-        accounts=len(engine.store),
+        accounts=engine.accounts,
         alerts=t.alerts,
         seconds=time.monotonic() - started,
         records=ingest.records,

@@ -125,6 +125,13 @@ def input_format(value: Any) -> str:
     return text_value
 
 
+def workers(value: Any) -> int:
+    """``auto`` (or 0: decided by the input's size and the CPUs) or a number of worker processes."""
+    if str(value).strip().lower() == "auto":
+        return 0
+    return int(number(0, 256, True)(value))
+
+
 def csv_list(value: Any) -> tuple[str, ...]:
     if isinstance(value, list | tuple):
         return tuple(str(v).strip() for v in value if str(v).strip())
@@ -437,6 +444,16 @@ OPTIONS: tuple[Option, ...] = (
         "where invalid lines go, JSON Lines with reasons (default: counted only)",
         "FILE",
         commands=("replay", "tune"),
+    ),
+    Option(
+        "workers",
+        workers,
+        0,
+        "processes that evaluate the replay, the accounts shared out among them (same alerts, in the "
+        "same order); auto = one per CPU for inputs of 8 MiB or more, else 1",
+        "N|auto",
+        commands=("replay",),
+        command_defaults={"replay": "auto"},
     ),
     Option("batch_size", number(1, 1 << 20, True), 4096, "sign-ins evaluated per batch", "N"),
     Option(

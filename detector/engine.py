@@ -84,6 +84,13 @@ class Tally:
         self.newest_event_time = max(self.newest_event_time, other.newest_event_time)
 
 
+def count_rejected(tally: Tally, reasons: Iterable[str]) -> None:
+    """Count input that never became a sign-in, by the code of its reason."""
+    for reason in reasons:
+        tally.by_result["rejected"] += 1
+        tally.rejected_by_reason[reason_code(reason)] += 1
+
+
 @dataclass
 class BatchResult:
     """What a batch concluded, not yet applied: alerts, the new state of each account it touched, and
@@ -157,9 +164,7 @@ class Engine:
         ``rejected`` are the reasons of input that never became a sign-in, counted with the batch."""
         result = BatchResult()
         tally, changes = result.tally, result.changes
-        for reason in rejected:
-            tally.by_result["rejected"] += 1
-            tally.rejected_by_reason[reason_code(reason)] += 1
+        count_rejected(tally, rejected)
         now = self.clock()
         policy, store, trusted, record = self.policy, self.store, self.trusted, self.record
         events = events if isinstance(events, list) else list(events)
@@ -224,6 +229,15 @@ class Engine:
         for user, state in result.changes.items():
             self.store.put(user, state)
         self.tally.merge(result.tally)
+
+    def drain(self) -> BatchResult:
+        """What is still to come after the last ``process``: nothing here, as ``process`` returns each
+        batch's own result (a pipelined engine, ``parallel.ParallelEngine``, returns its last batch)."""
+        return BatchResult()
+
+    @property
+    def accounts(self) -> int:
+        return len(self.store)
 
     def run(self, events: Iterable[SignIn], rejected: Iterable[str] = ()) -> list[Alert]:
         """Process and commit at once (replay, where output cannot be rolled back anyway)."""

@@ -1,0 +1,216 @@
+"""Replay on several cores: the accounts shared out among worker processes, each with an engine of its own.
+
+The parent reads, decodes and reorders the input exactly as a one-process replay does (so rejects,
+progress and the reorder window are unchanged), then hands each released batch to the workers, every
+account always to the same worker. The engine never lets two accounts meet, so each account gets the
+very sign-ins, in the very order, that a single engine would give it: the alerts are the same, and the
+parent writes them in the same order (by the position, in the batch, of the sign-in that raised each).
+
+While the workers evaluate one batch the parent reads and decodes the next; so ``process`` returns the
+result of the batch before the one it is given, and ``drain`` the last one.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import traceback
+from collections.abc import Callable, Iterable
+from multiprocessing.connection import Connection
+from typing import Any
+
+from detector.engine import BatchResult, Engine, Tally, count_rejected
+from detector.errors import DetectorError
+from detector.model import Alert, SignIn
+
+# Below this much input, ``auto`` replays in one process: starting workers would cost more than they save.
+AUTO_MIN_BYTES = 8 << 20
+AUTO_MAX_WORKERS = 8
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def resolve_workers(setting: int, input_bytes: int) -> int:
+    """``setting`` 0 means auto: one worker per CPU this process may use (at most 8) for an input of
+    8 MiB or more, else one process. Standard input (size unknown) counts as small."""
+    if setting > 0:
+        return setting
+    if input_bytes < AUTO_MIN_BYTES:
+        return 1
+    return max(1, min(AUTO_MAX_WORKERS, available_cpus()))
+
+
+# What goes down the pipe for a batch: its sign-ins as columns (far cheaper to pickle than a tuple
+# each), with the rare ones carrying a vendor location or proxy flag sent whole.
+Columns = tuple[list[str], list[str], list[float], list[str], bytes, dict[int, SignIn]]
+
+
+def _columns(events: list[SignIn]) -> Columns:
+    special = {i: e for i, e in enumerate(events) if e.vendor_location is not None or e.proxy}
+    return (
+        [e.user for e in events],
+        [e.ip for e in events],
+        [e.time for e in events],
+        [e.event_id for e in events],
+        bytes(e.success for e in events),
+        special,
+    )
+
+
+def _events(columns: Columns) -> list[SignIn]:
+    users, ips, times, ids, success, special = columns
+    events = list(map(SignIn, users, ips, times, ids, map(bool, success)))
+    for i, event in special.items():
+        events[i] = event
+    return events
+
+
+def _serve(conn: Connection, make_engine: Callable[[], Engine]) -> None:
+    """A worker: evaluate batches until told to stop; then report how many accounts it holds."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (and stops us)
+    try:
+        engine = make_engine()
+        while True:
+            columns = conn.recv()
+            if columns is None:
+                conn.send(("done", engine.accounts))
+                return
+            result = engine.process(_events(columns))
+            engine.commit(result)
+            conn.send(("ok", result.alerts, result.tally))
+    except BaseException:  # reported to the parent, which fails the replay with it
+        conn.send(("error", traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+class ParallelEngine:
+    """``Engine``'s batch interface over ``workers`` processes, each running ``make_engine()``'s engine on
+    its share of the accounts (the factory runs in the worker, after the fork)."""
+
+    def __init__(self, workers: int, make_engine: Callable[[], Engine]) -> None:
+        context = multiprocessing.get_context("fork")
+        self.tally = Tally()
+        self.accounts = 0
+        self._conns: list[Connection] = []
+        self._procs: list[Any] = []
+        self._pending: tuple[list[SignIn], list[list[int]], list[str]] | None = None
+        try:
+            for k in range(workers):
+                ours, theirs = context.Pipe()
+                proc = context.Process(
+                    target=_serve, args=(theirs, make_engine), name=f"replay-worker-{k}", daemon=True
+                )
+                proc.start()
+                theirs.close()
+                self._conns.append(ours)
+                self._procs.append(proc)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def workers(self) -> int:
+        return len(self._conns)
+
+    def process(self, events: Iterable[SignIn], rejected: Iterable[str] = ()) -> BatchResult:
+        """Hand this batch to the workers; returns the previous batch's result (empty for the first)."""
+        events = events if isinstance(events, list) else list(events)
+        previous = self._collect()
+        n = len(self._conns)
+        # Which of the batch's sign-ins each worker gets (str hashes are fixed for this process's life).
+        shares: list[list[int]] = [[] for _ in range(n)]
+        for i, event in enumerate(events):
+            shares[hash(event.user) % n].append(i)
+        for conn, share in zip(self._conns, shares, strict=True):
+            if share:
+                self._send(conn, _columns([events[i] for i in share]))
+        self._pending = (events, shares, list(rejected))
+        return previous
+
+    def drain(self) -> BatchResult:
+        """The last batch's result; the workers then stop and report their accounts."""
+        result = self._collect()
+        for conn in self._conns:
+            self._send(conn, None)
+        self.accounts = sum(self._receive(k, "done")[0] for k in range(len(self._conns)))
+        self.close()
+        return result
+
+    def commit(self, result: BatchResult) -> None:
+        """The workers have applied their state changes already; this adds the batch's tallies."""
+        self.tally.merge(result.tally)
+
+    def close(self) -> None:
+        for conn in self._conns:
+            conn.close()
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join(timeout=5)
+        self._conns, self._procs = [], []
+
+    def _send(self, conn: Connection, message: Any) -> None:
+        try:
+            conn.send(message)
+        except (BrokenPipeError, ConnectionResetError, EOFError):
+            k = self._conns.index(conn)
+            self._receive(k, "ok")  # says what became of the worker
+            raise DetectorError(f"replay worker {k} stopped taking work") from None
+
+    def _receive(self, k: int, expected: str) -> tuple[Any, ...]:
+        try:
+            kind, *payload = self._conns[k].recv()
+        except (EOFError, ConnectionResetError, OSError):
+            self._procs[k].join(timeout=5)
+            raise DetectorError(
+                f"replay worker {k} stopped unexpectedly (exit code {self._procs[k].exitcode})"
+            ) from None
+        if kind == "error":
+            raise DetectorError(f"replay worker {k} failed:\n{payload[0]}".rstrip())
+        assert kind == expected, (kind, expected)
+        return tuple(payload)
+
+    def _collect(self) -> BatchResult:
+        result = BatchResult()
+        if self._pending is None:
+            return result
+        events, shares, rejected = self._pending
+        self._pending = None
+        count_rejected(result.tally, rejected)
+        parts: list[tuple[list[int], list[Alert]]] = []
+        for k, share in enumerate(shares):
+            if share:
+                alerts, tally = self._receive(k, "ok")
+                result.tally.merge(tally)
+                if alerts:
+                    parts.append((share, alerts))
+        if len(parts) == 1:
+            result.alerts = parts[0][1]
+        elif parts:
+            result.alerts = _in_batch_order(events, parts)
+        return result
+
+
+def _in_batch_order(events: list[SignIn], parts: list[tuple[list[int], list[Alert]]]) -> list[Alert]:
+    """Alerts of several workers in the order one engine raises them: by the position of the sign-in
+    that raised each (the later-placed of its pair within this batch; the other may be older history)."""
+    position: dict[tuple[str, str], int] = {}
+    for i, e in enumerate(events):
+        position.setdefault((e.user, e.event_id), i)  # a re-delivery in the batch raises nothing
+    keyed = []
+    for _, alerts in parts:
+        for j, alert in enumerate(alerts):
+            at = max(
+                position.get((alert.user, alert.previous.event_id), -1),
+                position.get((alert.user, alert.current.event_id), -1),
+            )
+            keyed.append((at, j, alert))
+    keyed.sort(key=lambda t: (t[0], t[1]))
+    return [alert for _, _, alert in keyed]

@@ -1,0 +1,136 @@
+"""`replay --workers N`: the accounts shared out among processes give the very output of one process."""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import random
+import re
+import signal
+from pathlib import Path
+
+import orjson
+import pytest
+
+from detector.app import replay
+from detector.config import resolve
+from detector.engine import Engine
+from detector.errors import DetectorError
+from detector.parallel import AUTO_MIN_BYTES, resolve_workers
+from detector.traffic import Catalogue, Generator, Traffic, score
+from tests.cli.test_hostile import hostile_lines
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.realdb
+
+
+@pytest.fixture(scope="module")
+def nuanced_set(real_db: str) -> Traffic:
+    """VPN flips, late and re-delivered sign-ins, country-level fixes...: every rule at work."""
+    return Generator(Catalogue.from_database(real_db), seed=23).generate(400, "nuanced", duplicates=0.05)
+
+
+def _replay(src: Path, db: str, workers: int, tmp: Path) -> tuple[list[dict], bytes, str]:
+    out, rej = tmp / f"alerts-{workers}.jsonl", tmp / f"rejects-{workers}.jsonl"
+    res = run_cli(
+        "replay",
+        str(src),
+        "--geoip-db",
+        db,
+        "--output",
+        str(out),
+        "--rejects",
+        str(rej),
+        "--workers",
+        str(workers),
+        "--batch-size",
+        "256",  # many batches, so that results trail their input across batch boundaries
+        env={"DETECTOR_LOG_LEVEL": "info"},
+    )
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert b"Traceback" not in res.stderr
+    stderr = res.stderr.decode()
+    assert f"replay started inputs=1 workers={workers} " in stderr, stderr[:2000]
+    alerts = [json.loads(x) for x in out.read_text().splitlines()]
+    for alert in alerts:
+        alert.pop("detected_at")  # the only field that depends on when it ran
+    summary = re.sub(r" in [\d.]+ s \([\d,]+ events/s\)", "", stderr.strip().splitlines()[-1])
+    return alerts, rej.read_bytes(), summary
+
+
+def test_workers_give_the_same_alerts_in_the_same_order_and_the_same_rejects(
+    tmp_path: Path, real_db: str, nuanced_set: Traffic
+) -> None:
+    good = [orjson.dumps(e) for e in nuanced_set.events]
+    lines = good + [raw for _, raw in hostile_lines(nuanced_set.events, 300, seed=4)]
+    random.Random(4).shuffle(lines[len(good) // 2 :])  # hostile lines among the second half
+    src = tmp_path / "events.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+
+    one = _replay(src, real_db, 1, tmp_path)
+    three = _replay(src, real_db, 3, tmp_path)
+
+    alerts, rejects, summary = one
+    assert len(alerts) > 50 and rejects.count(b"\n") == 300
+    assert "300 rejected" in summary and "duplicates" in summary
+    assert three == one
+    # (the shuffle moved some sign-ins late: a few of the labels may not be met; most are)
+    assert score(alerts, nuanced_set.labels).recall > 0.8
+
+
+def test_the_order_of_alerts_across_workers_is_the_one_process_order(tmp_path: Path, real_db: str) -> None:
+    """Many accounts alerting in one batch: their alerts come from different workers and are put back in
+    the order one engine raises them."""
+    traffic = Generator(Catalogue.from_database(real_db), seed=31).generate(200, "clear", duplicates=0.0)
+    src = tmp_path / "events.jsonl"
+    src.write_bytes(b"\n".join(orjson.dumps(e) for e in traffic.events) + b"\n")
+    one, _, _ = _replay(src, real_db, 1, tmp_path)
+    four, _, _ = _replay(src, real_db, 4, tmp_path)
+    users = [a["user"] for a in one]
+    assert len(set(users)) > 20  # alerts of many accounts, so of every worker
+    assert four == one
+
+
+@pytest.mark.parametrize("how", ["raises", "is killed"])
+def test_a_worker_that_fails_fails_the_replay_with_its_reason(
+    tmp_path: Path, real_db: str, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Fault injection, in this process: the workers are forked from it, so they run the patched engine."""
+    src = tmp_path / "events.jsonl"
+    src.write_bytes(
+        b"\n".join(
+            orjson.dumps({"user": f"u{i}", "ip": "81.2.69.142", "timestamp": 1709287200 + i})
+            for i in range(50)
+        )
+    )
+    process = Engine.process
+
+    def failing(self: Engine, events: list, rejected: object = ()) -> object:
+        if any(e.user == "u7" for e in events):
+            if how == "raises":
+                raise RuntimeError("no room for u7")
+            os.kill(os.getpid(), signal.SIGKILL)
+        return process(self, events, rejected)
+
+    monkeypatch.setattr(Engine, "process", failing)
+    settings = resolve(
+        {"geoip_db": real_db, "workers": "2", "output": str(tmp_path / "out.jsonl"), "batch_size": "8"},
+        environ={},
+        command="replay",
+    )
+    with pytest.raises(DetectorError, match=r"replay worker [01] ") as failed:
+        replay(settings, [str(src)], stderr=io.StringIO())
+    if how == "raises":
+        assert "RuntimeError: no room for u7" in str(failed.value)
+    else:
+        assert "stopped unexpectedly (exit code -9)" in str(failed.value)
+    assert not [c for c in multiprocessing.active_children() if c.name.startswith("replay-worker")]
+
+
+def test_auto_is_one_process_for_small_inputs_and_one_per_cpu_for_large() -> None:
+    assert resolve_workers(0, AUTO_MIN_BYTES - 1) == 1
+    assert resolve_workers(0, 0) == 1  # standard input: its size is unknown
+    assert 1 <= resolve_workers(0, AUTO_MIN_BYTES) <= 8
+    assert resolve_workers(3, 0) == 3
