@@ -12,6 +12,7 @@ result of the batch before the one it is given, and ``drain`` the last one.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import signal
@@ -85,7 +86,8 @@ def _serve(conn: Connection, make_engine: Callable[[], Engine]) -> None:
             engine.commit(result)
             conn.send(("ok", result.alerts, result.tally))
     except BaseException:  # reported to the parent, which fails the replay with it
-        conn.send(("error", traceback.format_exc()))
+        with contextlib.suppress(OSError):  # (unless the parent is gone)
+            conn.send(("error", traceback.format_exc()))
     finally:
         conn.close()
 
@@ -114,10 +116,6 @@ class ParallelEngine:
         except BaseException:
             self.close()
             raise
-
-    @property
-    def workers(self) -> int:
-        return len(self._conns)
 
     def process(self, events: Iterable[SignIn], rejected: Iterable[str] = ()) -> BatchResult:
         """Hand this batch to the workers; returns the previous batch's result (empty for the first)."""
