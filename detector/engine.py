@@ -17,7 +17,7 @@ from typing import Protocol
 
 from detector.codec import reason_code
 from detector.model import AccountState, Alert, DatabaseInfo, Location, SignIn, Visit
-from detector.rules import Candidate, Policy, advance, evaluate, is_duplicate
+from detector.rules import Candidate, Policy, advance, begin, evaluate, is_duplicate
 from detector.state import StateStore
 
 Clock = Callable[[], float]
@@ -124,6 +124,8 @@ class Engine:
         # The loosest thresholds of a tuning run: every comparison is then recorded (see rules.Candidate).
         self.record = record
         self.tally = Tally()
+        # Until the resolver takes a new database, every stored visit was located by the one in use.
+        self._first_database = geo.database
 
     def locate(self, event: SignIn) -> Location | None:
         """Where the sign-in was: the GeoIP database, else (when allowed) the identity provider's own.
@@ -140,9 +142,9 @@ class Engine:
     def _current(self, state: AccountState | None) -> AccountState | None:
         """The state with every visit located by the database in use: after a database update an address
         that merely moved in the new build must not look like travel."""
-        if state is None:
-            return None
         db = self.geo.database
+        if state is None or db is self._first_database:
+            return state
         for v in state.visits:
             if v.location.database is not db and v.location.database is not None:
                 break
@@ -188,6 +190,10 @@ class Engine:
                 continue
             user = event.user
             stored = changes[user] if user in changes else get(user)
+            if stored is None and record is None:  # the account's first sign-in (rules.evaluate)
+                changes[user] = begin(event, location)
+                by_outcome["first"] += 1
+                continue
             state = current(stored)
             if state is not None and record is None:
                 # The common case without the Decision machinery (the same rule: rules.advance).

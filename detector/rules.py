@@ -431,6 +431,12 @@ def advance(
     ), outcome
 
 
+def begin(sign_in: SignIn, location: Location) -> AccountState:
+    """An account's state after its first located sign-in (outcome "first": nothing to compare with)."""
+    eid = sign_in.event_id
+    return AccountState((Visit(eid, sign_in.ip, sign_in.time, location),) if sign_in.success else (), (eid,))
+
+
 def is_duplicate(state: AccountState, event_id: str) -> bool:
     """A re-delivery: the event id is among the account's recent ids or its remembered sign-ins."""
     if event_id in state.recent_ids:
@@ -452,8 +458,7 @@ def evaluate(
     ``Candidate``, with exact figures wherever those thresholds could alert."""
     eid = sign_in.event_id
     if state is None and record is None:  # an account's first sign-in: nothing to compare it with
-        visit = Visit(eid, sign_in.ip, sign_in.time, location)
-        return Decision(AccountState((visit,) if sign_in.success else (), (eid,)), "first")
+        return Decision(begin(sign_in, location), "first")
     state = state or _EMPTY
     history = state.visits
     if is_duplicate(state, eid):

@@ -135,6 +135,8 @@ class CompactStore:
         return bytes(self._arena[start : start + self._sizes[slot]])
 
     def _find_cold(self, user: str) -> int:
+        if len(self._free) == len(self._sizes):
+            return -1  # nothing packed (every account recently used): no need to look
         return self._index.find(_mark(user), lambda slot: user_of(self._blob(slot)) == user)
 
     def get(self, user: str) -> AccountState | None:
