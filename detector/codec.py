@@ -225,7 +225,7 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
         limits.max_user_chars,
         limits.max_field_chars,
     )
-    loads, norm = orjson.loads, normalise_ip
+    loads, norm, inet_pton, AF_INET = orjson.loads, normalise_ip, socket.inet_pton, socket.AF_INET
     for i, raw in enumerate(raws):
         obj = None
         if len(raw) <= max_bytes and raw.count(b"{") + raw.count(b"[") <= max_depth:
@@ -250,9 +250,13 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
                 and (outcome is None or outcome == "success" or outcome == "failure")
             ):
                 try:
-                    address = norm(ip)
-                except ValueError:
-                    address = ""
+                    inet_pton(AF_INET, ip)  # a dotted quad is its own canonical form (as in normalise_ip)
+                    address = ip
+                except OSError:
+                    try:
+                        address = norm(ip)
+                    except ValueError:
+                        address = ""
                 if address:
                     stamps.append(ts[:-1] if ts[-1] == "Z" else ts[:-6])
                     offsets.append(offset)
