@@ -252,7 +252,7 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
                 try:
                     inet_pton(AF_INET, ip)  # a dotted quad is its own canonical form (as in normalise_ip)
                     address = ip
-                except OSError:
+                except (OSError, ValueError):  # (ValueError: a NUL in it)
                     try:
                         address = norm(ip)
                     except ValueError:

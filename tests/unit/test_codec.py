@@ -247,8 +247,11 @@ fields = st.fixed_dictionaries(
                     "",
                     " 81.2.69.10",
                     "fe80::1",
+                    "81.2.\x0069.10",  # a NUL: inet_pton raises ValueError, not OSError
+                    "81.2.69.10\n",
                 ]
             ),
+            st.text(max_size=16),
             st.integers(0, 2**32),
         ),
         "timestamp": timestamps,
@@ -288,6 +291,20 @@ def test_batch_decoding_equals_one_by_one(raws: list[bytes]) -> None:
 )
 def test_batch_decoding_of_offsets_equals_one_by_one(stamp: str) -> None:
     raw = orjson.dumps({"user": "a", "ip": "81.2.69.10", "timestamp": stamp, "event_id": "e"})
+    try:
+        one: object = decode_event(raw)
+    except InvalidEvent as exc:
+        one = ("invalid", exc.reason)
+    got = decode_batch([raw])[0]
+    assert (("invalid", got.reason) if isinstance(got, InvalidEvent) else got) == one
+
+
+@pytest.mark.parametrize(
+    "ip", ["81.2.\x0069.10", "81.2.69.10\x00", "81.2.69.10\n", "\x00", "81.2.69.10 ", "::ffff:81.2.69.10"]
+)
+def test_batch_decoding_of_odd_addresses_equals_one_by_one(ip: str) -> None:
+    """The batch checks a dotted quad in place; anything else must meet the same fate as one by one."""
+    raw = orjson.dumps({"user": "a", "ip": ip, "timestamp": "2024-03-04T00:00:00Z", "event_id": "e"})
     try:
         one: object = decode_event(raw)
     except InvalidEvent as exc:
