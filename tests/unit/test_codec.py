@@ -274,6 +274,15 @@ def test_batch_decoding_equals_one_by_one(raws: list[bytes]) -> None:
     assert batch == [one(r) for r in raws]
 
 
+def assert_batch_equals_one_by_one(raw: bytes) -> None:
+    try:
+        one: object = decode_event(raw)
+    except InvalidEvent as exc:
+        one = ("invalid", exc.reason)
+    got = decode_batch([raw])[0]
+    assert (("invalid", got.reason) if isinstance(got, InvalidEvent) else got) == one
+
+
 @pytest.mark.parametrize(
     "stamp",
     [
@@ -291,12 +300,7 @@ def test_batch_decoding_equals_one_by_one(raws: list[bytes]) -> None:
 )
 def test_batch_decoding_of_offsets_equals_one_by_one(stamp: str) -> None:
     raw = orjson.dumps({"user": "a", "ip": "81.2.69.10", "timestamp": stamp, "event_id": "e"})
-    try:
-        one: object = decode_event(raw)
-    except InvalidEvent as exc:
-        one = ("invalid", exc.reason)
-    got = decode_batch([raw])[0]
-    assert (("invalid", got.reason) if isinstance(got, InvalidEvent) else got) == one
+    assert_batch_equals_one_by_one(raw)
 
 
 @pytest.mark.parametrize(
@@ -305,9 +309,4 @@ def test_batch_decoding_of_offsets_equals_one_by_one(stamp: str) -> None:
 def test_batch_decoding_of_odd_addresses_equals_one_by_one(ip: str) -> None:
     """The batch checks a dotted quad in place; anything else must meet the same fate as one by one."""
     raw = orjson.dumps({"user": "a", "ip": ip, "timestamp": "2024-03-04T00:00:00Z", "event_id": "e"})
-    try:
-        one: object = decode_event(raw)
-    except InvalidEvent as exc:
-        one = ("invalid", exc.reason)
-    got = decode_batch([raw])[0]
-    assert (("invalid", got.reason) if isinstance(got, InvalidEvent) else got) == one
+    assert_batch_equals_one_by_one(raw)
