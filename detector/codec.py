@@ -95,7 +95,6 @@ def parse_json(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     return value
 
 
-@lru_cache(maxsize=1 << 16)
 def normalise_ip(text: str) -> str:
     """Canonical text of an address: IPv4 dotted quad or compressed IPv6.
 
@@ -104,9 +103,13 @@ def normalise_ip(text: str) -> str:
     """
     try:
         socket.inet_pton(socket.AF_INET, text)
-        return text  # a dotted quad, already canonical: the common case, without ipaddress objects
+        return text  # a dotted quad, already canonical: the common case, checked before any cache
     except OSError:
-        pass
+        return _normalise_other(text)
+
+
+@lru_cache(maxsize=1 << 16)
+def _normalise_other(text: str) -> str:
     host = text.strip()
     if host.startswith("["):
         end = host.find("]")
@@ -225,7 +228,7 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
         limits.max_user_chars,
         limits.max_field_chars,
     )
-    loads, norm, inet_pton, AF_INET = orjson.loads, normalise_ip, socket.inet_pton, socket.AF_INET
+    loads, norm = orjson.loads, normalise_ip
     for i, raw in enumerate(raws):
         obj = None
         if len(raw) <= max_bytes and raw.count(b"{") + raw.count(b"[") <= max_depth:
@@ -250,13 +253,9 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
                 and (outcome is None or outcome == "success" or outcome == "failure")
             ):
                 try:
-                    inet_pton(AF_INET, ip)  # a dotted quad is its own canonical form (as in normalise_ip)
-                    address = ip
-                except (OSError, ValueError):  # (ValueError: a NUL in it)
-                    try:
-                        address = norm(ip)
-                    except ValueError:
-                        address = ""
+                    address = norm(ip)
+                except ValueError:
+                    address = ""
                 if address:
                     stamps.append(ts[:-1] if ts[-1] == "Z" else ts[:-6])
                     offsets.append(offset)
