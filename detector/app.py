@@ -230,12 +230,11 @@ def replay(
     geo = open_geoip(settings)
     exceptions = exceptions_from(settings)
     workers = resolve_workers(settings.workers, reader.bytes_total)
+    quiet_gc()  # (before any fork: what start-up made is frozen in every worker too)
     engine: Engine | ParallelEngine
     if workers == 1:
         engine = build_engine(settings, geo, clock, exceptions)
-        quiet_gc()
     else:
-        quiet_gc()  # before the fork: what start-up made is frozen in every worker too
 
         def worker_engine() -> Engine:
             own = open_geoip(settings)  # each worker reads the database through its own handle
