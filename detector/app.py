@@ -21,6 +21,7 @@ from detector.geoip import GeoIP
 from detector.identity import AccountIds
 from detector.ingest import Ingest
 from detector.known import AsnDatabase, ExceptionsFile
+from detector.model import utc_text
 from detector.parallel import ParallelEngine, resolve_workers
 from detector.reorder import ReorderBuffer
 from detector.rules import Policy
@@ -73,13 +74,22 @@ def open_geoip(settings: Any) -> GeoIP:
             "mobile": settings.mobile_asns,
         }
         asn = AsnDatabase(settings.asn_db, kinds, settings.geoip_cache_size)
-    return GeoIP(
+    geo = GeoIP(
         find_geoip_db(settings.geoip_db),
         cache_size=settings.geoip_cache_size,
         default_radius_km=settings.default_accuracy_radius_km,
         coarse_radius_km=settings.coarse_radius_km,
         asn=asn,
     )
+    logs.event(
+        log,
+        "GeoIP database opened",
+        path=geo.path,
+        type=geo.database.database_type,
+        built=utc_text(geo.database.build_epoch),
+        record_index=f"{len(geo.index):,} records" if geo.index else "none (`impossible-travel geoip-index`)",
+    )
+    return geo
 
 
 def build_engine(

@@ -58,6 +58,16 @@ config file; a key on the command line shows in the process list) and the same -
 the detector. Prints one line per account: PSEUDONYM<TAB>ACCOUNT. To re-identify an alert's account,
 run it over the candidate accounts ('-' reads them from stdin, one per line) and look for the alert's."""
 
+GEOIP_INDEX_HELP = """\
+Read every record of the City database that an IPv4 address can reach, once, and write the fields the
+detector uses beside it, as <database>.index (`make geoip` does this). A replay then finds a new
+address's record with one numpy search instead of a read that costs about 23 us. GeoLite2-City: 510,481
+records in about 15 s, 22 MB. The index names the database it was built from; with any other file it
+is ignored (with a warning) and records are read from the database."""
+
+# The settings `geoip-index` takes.
+GEOIP_INDEX_SETTINGS = ("geoip_db", "log_level", "log_format")
+
 # The settings `pseudonym` takes: the ones that decide what an account becomes.
 PSEUDONYM_SETTINGS = ("account_normalize", "pseudonymize_key", "pseudonymize_key_file")
 
@@ -183,6 +193,15 @@ def build_parser() -> argparse.ArgumentParser:
     # The flags of the settings that apply to `replay`, less all but these three.
     add_flags(pseu, "replay", skip={o.key for o in OPTIONS} - set(PSEUDONYM_SETTINGS))
 
+    index = sub.add_parser(
+        "geoip-index",
+        help="decode the GeoIP database's records once, beside it (faster replay)",
+        description=GEOIP_INDEX_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(index)
+    add_flags(index, "replay", skip={o.key for o in OPTIONS} - set(GEOIP_INDEX_SETTINGS))
+
     run = sub.add_parser(
         "run",
         help="the streaming detector on Kafka",
@@ -232,6 +251,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tune(settings, args)
         if args.command == "pseudonym":
             return _pseudonym(settings, args)
+        if args.command == "geoip-index":
+            return _geoip_index(settings)
         if args.command == "run":
             from detector.app import run_stream
 
@@ -277,6 +298,36 @@ def _pseudonym(settings: Any, args: argparse.Namespace) -> int:
         if not account.strip():
             raise ConfigError("ACCOUNT", "an account ID cannot be empty")
         print(f"{ids.account(account)}\t{logs.safe(account)}")
+    return 0
+
+
+def _geoip_index(settings: Any) -> int:
+    import time
+
+    from detector.config import find_geoip_db
+    from detector.geoindex import index_path
+    from detector.geoip import GeoIP
+    from detector.model import utc_text
+
+    started = time.monotonic()
+    geo = GeoIP(find_geoip_db(settings.geoip_db))
+    try:
+        index = geo.build_index(
+            lambda done, total: print(f"geoip-index: {done:,} of {total:,} records read", file=sys.stderr)
+        )
+    finally:
+        geo.close()
+    path = index_path(geo.path)
+    try:
+        index.save(path)
+    except OSError as exc:
+        raise DetectorError(f"cannot write the record index {path}: {exc.strerror or exc}") from exc
+    db = geo.database
+    print(
+        f"geoip-index: {len(index):,} records ({index.meta['places']:,} places) of {db.database_type} "
+        f"built {utc_text(db.build_epoch)}, in {time.monotonic() - started:.1f} s -> {path}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -27,7 +27,7 @@ import os
 import socket
 from bisect import bisect_right
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,7 @@ import maxminddb
 import numpy as np
 
 from detector.errors import GeoDatabaseError
+from detector.geoindex import ABSENT, Fields, RecordIndex, fingerprint, index_path
 from detector.model import DatabaseInfo, Location
 
 if TYPE_CHECKING:
@@ -170,6 +171,29 @@ class SearchTree:
         # 16: the data section's separator. A walk still inside the tree after 32 bits has no record.
         return np.where(node > self.node_count, node - self.node_count - 16, -1)
 
+    def ipv4_records(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every record an IPv4 address can reach, once: (offsets, the first address of one of its
+        networks), sorted by offset. The tree is walked a level (one bit) at a time, all nodes at once."""
+        n = self.node_count
+        nodes, prefixes = np.array([self.ipv4_start], np.int64), np.zeros(1, np.int64)
+        offsets, addresses = [], []
+        for depth in range(32):
+            if not len(nodes) or nodes[0] >= n:
+                break
+            deeper, deeper_prefixes = [], []
+            for bit in (0, 1):
+                found = self._records(nodes, np.full(len(nodes), bit, np.int64))
+                below = (prefixes << 1) | bit
+                inner, data = found < n, found > n
+                deeper.append(found[inner])
+                deeper_prefixes.append(below[inner])
+                offsets.append(found[data] - n - 16)
+                addresses.append(below[data] << (31 - depth))
+            nodes, prefixes = np.concatenate(deeper), np.concatenate(deeper_prefixes)
+        all_offsets = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
+        unique, first = np.unique(all_offsets, return_index=True)
+        return unique, np.concatenate(addresses)[first] if offsets else unique
+
 
 @dataclass
 class GeoStats:
@@ -178,6 +202,7 @@ class GeoStats:
     misses: int = 0  # lookups that the address cache could not answer
     address_cache_hits: int = 0
     network_cache_hits: int = 0
+    index_hits: int = 0  # records answered by the record index (``geoindex``) instead of a read
     database_reads: int = 0
     special: int = 0
     unknown: int = 0
@@ -216,8 +241,10 @@ class GeoIP:
         self.stats = GeoStats()
         self._reader, self.database, self._stat = self._open(self.path)
         self._tree = self._search_tree(self.path, self._reader)
+        self.index = self._record_index()
         self._by_address: dict[str, Location | None] = {}
         self._by_record: dict[int, Location | None] = {}
+        self._by_place: dict[int, Location | None] = {}
         self._prefetched: dict[str, Location | None] = {}
         self._by_network: dict[tuple[int, int, int], Location | None] = {}
         self._prefix_lengths: Counter[tuple[int, int]] = Counter()
@@ -236,8 +263,10 @@ class GeoIP:
         old, self._reader = self._reader, reader
         self.database, self._stat = database, stat
         self._tree = self._search_tree(self.path, reader)
+        self.index = self._record_index()
         self._by_address.clear()
         self._by_record.clear()
+        self._by_place.clear()
         self._prefetched.clear()
         self._by_network.clear()
         self._prefix_lengths.clear()
@@ -277,6 +306,29 @@ class GeoIP:
             return SearchTree(path, meta.node_count, meta.record_size, meta.ip_version)
         except (ValueError, OSError):
             return None  # one address at a time, through maxminddb
+
+    def _record_index(self) -> RecordIndex | None:
+        """This database's record index, when one was built from it (see ``geoindex``)."""
+        if self._tree is None:
+            return None
+        return RecordIndex.load(index_path(self.path), self._fingerprint())
+
+    def _fingerprint(self) -> dict[str, object]:
+        meta = self._reader.metadata()
+        return fingerprint(self.path, int(meta.build_epoch), meta.node_count, meta.record_size)
+
+    def build_index(self, progress: Callable[[int, int], None] | None = None) -> RecordIndex:
+        """Read every record an IPv4 address can reach, once, into a ``RecordIndex`` (not saved)."""
+        if self._tree is None:
+            raise GeoDatabaseError(f"cannot index {self.path}: its search tree is not one numpy can walk")
+        offsets, addresses = self._tree.ipv4_records()
+        get, fields = self._reader.get, []
+        for k, address in enumerate(addresses.tolist()):
+            record = get(socket.inet_ntoa(address.to_bytes(4, "big")))
+            fields.append(record_fields(record) if isinstance(record, dict) else None)
+            if progress is not None and (k + 1) % 50_000 == 0:
+                progress(k + 1, len(offsets))
+        return RecordIndex.from_records(offsets.tolist(), fields, self._fingerprint())
 
     @property
     def uses_c_extension(self) -> bool:
@@ -337,26 +389,40 @@ class GeoIP:
         by_record, stats = self._by_record, self.stats
         stats.special += int(special.sum())
         stats.unknown += int((offsets == -1).sum())
-        # One read per record not met before, from the first of its addresses.
+        # Each record not met before: from the index, else one read from the first of its addresses.
         kinds, first = np.unique(offsets, return_index=True)
-        located: dict[int, Location | None] = {}
-        reads = 0
-        for offset, i in zip(kinds.tolist(), first.tolist(), strict=True):
-            if offset < 0:
-                continue
-            if offset in by_record:
-                located[offset] = by_record[offset]
-                continue
-            reads += 1
-            read = self._read(new[i])
-            located[offset] = by_record[offset] = read[0] if read is not None else None
-            if len(by_record) > self.cache_size:
-                _evict_quarter(by_record)
-        stats.network_cache_hits += int((offsets >= 0).sum()) - reads
+        kinds, first = kinds[kinds >= 0], first[kinds >= 0]
+        records = kinds.tolist()
+        located = {o: by_record[o] for o in records if o in by_record}
+        unseen = [k for k, o in enumerate(records) if o not in located]
+        index = self.index
+        places = index.lookup(kinds[unseen]).tolist() if index is not None else [ABSENT] * len(unseen)
+        for k, place in zip(unseen, places, strict=True):
+            if place == ABSENT:
+                read = self._read(new[int(first[k])])
+                location = read[0] if read is not None else None
+            else:
+                location = self._place(index, place)  # type: ignore[arg-type]
+                stats.unknown += location is None
+            located[records[k]] = by_record[records[k]] = location
+        if len(by_record) > self.cache_size:
+            _evict_quarter(by_record)
+        stats.index_hits += len(unseen) - places.count(ABSENT)
+        stats.network_cache_hits += int((offsets >= 0).sum()) - len(unseen)
         found = [located.get(o) for o in offsets.tolist()]
         if self.asn is not None:
             found = [self._with_asn(ip, loc) for ip, loc in zip(new, found, strict=True)]
         waiting.update(zip(new, found, strict=True))
+
+    def _place(self, index: RecordIndex, place: int) -> Location | None:
+        """The location of a row of the record index (one object per place, shared by its records)."""
+        found = self._by_place.get(place, _MISS)
+        if found is _MISS:
+            found = self._location(index.fields(place)) if place >= 0 else None
+            if len(self._by_place) >= self.cache_size:
+                _evict_quarter(self._by_place)
+            self._by_place[place] = found
+        return found  # type: ignore[return-value]
 
     def _read(self, ip: str) -> tuple[Location | None, int] | None:
         """One database read: the address's location and the prefix length of its network; None when
@@ -403,30 +469,45 @@ class GeoIP:
         return found
 
     def _to_location(self, record: dict[str, Any]) -> Location | None:
-        loc = record.get("location")
-        if isinstance(loc, dict):  # MaxMind GeoIP2 layout
-            lat, lon = loc.get("latitude"), loc.get("longitude")
-            radius = loc.get("accuracy_radius")
-            city = _text((record.get("city") or {}).get("names", {}).get("en"))
-            country = _text((record.get("country") or {}).get("iso_code"))
-        else:  # flat layout (ip-location-db)
-            lat, lon, radius = record.get("latitude"), record.get("longitude"), None
-            city = _text(record.get("city"))
-            country = _text(record.get("country_code"))
-        if not isinstance(lat, int | float) or not isinstance(lon, int | float):
+        return self._location(record_fields(record))
+
+    def _location(self, fields: Fields | None) -> Location | None:
+        if fields is None:
             return None
-        radius_km = (
-            float(radius) if isinstance(radius, int | float) and radius > 0 else self.default_radius_km
-        )
+        lat, lon, radius, city, country = fields
+        radius_km = radius if radius is not None and radius > 0 else self.default_radius_km
         return Location(
-            latitude=float(lat),
-            longitude=float(lon),
+            latitude=lat,
+            longitude=lon,
             accuracy_radius_km=radius_km,
             country=country,
             city=city,
             coarse=city is None or radius_km >= self.coarse_radius_km,
             database=self.database,
         )
+
+
+def record_fields(record: dict[str, Any]) -> Fields | None:
+    """The fields the detector uses of a City record, in either layout; None without coordinates."""
+    loc = record.get("location")
+    if isinstance(loc, dict):  # MaxMind GeoIP2 layout
+        lat, lon = loc.get("latitude"), loc.get("longitude")
+        radius = loc.get("accuracy_radius")
+        city = _text((record.get("city") or {}).get("names", {}).get("en"))
+        country = _text((record.get("country") or {}).get("iso_code"))
+    else:  # flat layout (ip-location-db)
+        lat, lon, radius = record.get("latitude"), record.get("longitude"), None
+        city = _text(record.get("city"))
+        country = _text(record.get("country_code"))
+    if not isinstance(lat, int | float) or not isinstance(lon, int | float):
+        return None
+    return (
+        float(lat),
+        float(lon),
+        float(radius) if isinstance(radius, int | float) else None,
+        city,
+        country,
+    )
 
 
 def _evict_quarter(cache: dict[Any, Any]) -> list[Any]:

@@ -97,6 +97,7 @@ class _EngineCollector(Collector):
             )
             hits.add_metric(["address"], s.address_cache_hits)
             hits.add_metric(["network"], s.network_cache_hits)
+            hits.add_metric(["index"], s.index_hits)
             yield hits
             yield CounterMetricFamily(
                 "detector_geoip_database_reads",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from pathlib import Path
 
 import orjson
@@ -204,3 +205,49 @@ def test_console_script_is_installed() -> None:
     assert script.exists() or shutil.which("impossible-travel")
     res = subprocess.run([str(script), "--version"], capture_output=True)
     assert res.returncode == 0 and b"impossible-travel" in res.stdout
+
+
+def test_geoip_index_then_replay_gives_the_same_alerts(tmp_path: Path, city_db: str) -> None:
+    import ipaddress
+    import random
+
+    from detector.testing import PLACES, build_city_db
+
+    db = build_city_db(str(tmp_path / "city.mmdb"))
+    # Hundreds of accounts hopping between the test cities: batches locate their many new addresses
+    # together, the path the index serves.
+    rng = random.Random(3)
+    networks = [ipaddress.ip_network(p.network) for p in PLACES if p.network.count(".") == 3]
+    events = []
+    for k in range(3000):
+        net = rng.choice(networks)
+        ip = str(net[rng.randrange(net.num_addresses)])
+        t = 1_700_000_000 + k * 7
+        events.append({"timestamp": t, "user": f"u{rng.randrange(300)}", "ip": ip, "event_id": f"e{k}"})
+    src = tmp_path / "events.jsonl"
+    src.write_bytes(b"\n".join(orjson.dumps(e) for e in events) + b"\n")
+
+    def replay() -> tuple[bytes, str]:
+        out = tmp_path / "alerts.jsonl"
+        res = run_cli("replay", str(src), "--geoip-db", db, "--output", str(out), "--workers", "1")
+        assert res.returncode == 0, res.stderr
+        lines = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+        for alert in lines:
+            del alert["detected_at"]
+        return orjson.dumps(lines), res.stderr.decode()
+
+    without, log = replay()
+    assert 'record_index="none' in log and len(without) > 100
+    res = run_cli("geoip-index", "--geoip-db", db)
+    assert res.returncode == 0, res.stderr
+    assert Path(db + ".index").stat().st_size > 0
+    assert "records" in res.stderr.decode() and "-> " + db + ".index" in res.stderr.decode()
+    with_index, log = replay()
+    assert with_index == without
+    assert re.search(r'record_index="[0-9,]+ records"', log)
+
+
+def test_geoip_index_errors_are_one_line(tmp_path: Path) -> None:
+    res = run_cli("geoip-index", "--geoip-db", str(tmp_path / "missing.mmdb"))
+    err = res.stderr.decode().strip()
+    assert res.returncode == 2 and len(err.splitlines()) == 1 and "not found" in err

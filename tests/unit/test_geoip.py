@@ -5,13 +5,16 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from detector.errors import GeoDatabaseError
+from detector.geoindex import index_path
 from detector.geoip import DEFAULT_ACCURACY_RADIUS_KM, GeoIP
 from detector.testing import PLACES, build_city_db, ip_in
+from tests.conftest import IN_CI
 
 
 def test_locates_cities_with_radius_country_city_and_build(city_db: str) -> None:
@@ -175,10 +178,9 @@ def test_batch_lookup_gives_what_one_at_a_time_gives(city_db: str) -> None:
     assert 0 < geo.stats.database_reads < 20 and geo.stats.network_cache_hits > 1000
 
 
-@pytest.mark.parametrize("record_size", [24, 28, 32])
-def test_batch_lookup_on_every_record_size(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record_size: int
-) -> None:
+def _city_db_with_record_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record_size: int, layout: str = "geoip2"
+) -> str:
     # mmdb-writer picks the smallest size that fits; the real databases use 28 (GeoLite2) or others.
     from mmdb_writer import TreeWriter
 
@@ -189,9 +191,18 @@ def test_batch_lookup_on_every_record_size(
         self.record_size = record_size
         self.data_offset = self.record_size * 2 / 8 * self._node_counter
 
-    monkeypatch.setattr(TreeWriter, "_adjust_record_size", forced)
-    path = build_city_db(str(tmp_path / f"city-{record_size}.mmdb"))
+    with monkeypatch.context() as m:
+        m.setattr(TreeWriter, "_adjust_record_size", forced)
+        path = build_city_db(str(tmp_path / f"city-{record_size}-{layout}.mmdb"), layout=layout)
     assert GeoIP(path)._reader.metadata().record_size == record_size
+    return path
+
+
+@pytest.mark.parametrize("record_size", [24, 28, 32])
+def test_batch_lookup_on_every_record_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record_size: int
+) -> None:
+    path = _city_db_with_record_size(tmp_path, monkeypatch, record_size)
     ips = _mixed_addresses(1000, seed=record_size)
     assert _together(path, ips)[0] == _one_at_a_time(path, ips)
 
@@ -228,3 +239,84 @@ def test_batch_lookup_with_an_asn_database(city_db: str, tmp_path: Path) -> None
     one = geo()
     assert found == [one.locate(ip) for ip in ips]
     assert any(loc is not None and loc.network == "hosting" and loc.asn == 16509 for loc in found)
+
+
+# -- the record index (detector.geoindex) ---------------------------------------------------------------
+
+
+def _indexed(path: str) -> GeoIP:
+    """The database at ``path`` with its record index built and saved beside it, opened again."""
+    built = GeoIP(path).build_index()
+    built.save(index_path(path))
+    geo = GeoIP(path)
+    assert geo.index is not None and len(geo.index) == len(built)
+    return geo
+
+
+@pytest.mark.parametrize(("record_size", "layout"), [(24, "geoip2"), (28, "geoip2"), (32, "flat")])
+def test_record_index_gives_what_reading_the_database_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record_size: int, layout: str
+) -> None:
+    path = _city_db_with_record_size(tmp_path, monkeypatch, record_size, layout)
+    geo = _indexed(path)
+    ips = _mixed_addresses(3000, seed=record_size)
+    geo.prefetch(ips)
+    found = [geo.locate(ip) for ip in ips]
+    assert found == _one_at_a_time(path, ips)
+    assert [f.place for f in found if f] == [f.place for f in _one_at_a_time(path, ips) if f]
+    assert sum(loc is not None for loc in found) > 1000
+    # Every record came from the index: it holds every record an IPv4 address reaches.
+    assert geo.stats.database_reads == 0 and geo.stats.index_hits > 0
+    # A radius-less record gets the default radius of the settings in use, not of the build.
+    if layout == "geoip2":
+        wide = GeoIP(path, default_radius_km=7)
+        wide.prefetch(ips)
+        assert wide.locate(ip_in("9.9.9.0/24")).accuracy_radius_km == 7  # type: ignore[union-attr]
+
+
+def test_record_index_of_another_database_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = str(tmp_path / "city.mmdb")
+    _indexed(build_city_db(path))
+    # A new build renamed over the old one: London has moved.
+    moved = [p if p.city != "London" else replace(p, latitude=p.latitude + 1) for p in PLACES]
+    os.replace(build_city_db(str(tmp_path / "new.mmdb"), moved), path)
+    geo = GeoIP(path)
+    assert geo.index is None
+    assert "built from another database" in caplog.text
+    ips = _mixed_addresses(1000, seed=5)
+    geo.prefetch(ips)
+    assert [geo.locate(ip) for ip in ips] == _one_at_a_time(path, ips)
+    assert geo.stats.database_reads > 0 and geo.stats.index_hits == 0
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "empty"])
+def test_unreadable_record_index_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, damage: str
+) -> None:
+    path = build_city_db(str(tmp_path / "city.mmdb"))
+    _indexed(path)
+    data = Path(index_path(path)).read_bytes()
+    bad = {"garbage": b"\x00" * 4096, "truncated": data[: len(data) // 2], "empty": b""}[damage]
+    Path(index_path(path)).write_bytes(bad)
+    geo = GeoIP(path)
+    assert geo.index is None and "record index" in caplog.text
+    assert geo.locate(ip_in("81.2.69.0/24")).city == "London"  # type: ignore[union-attr]
+
+
+def test_record_index_of_the_real_database(real_db: str) -> None:
+    """`make geoip` builds it; every IPv4 record of GeoLite2-City answers as a read does."""
+    geo = GeoIP(real_db)
+    if geo.index is None:
+        if IN_CI:
+            pytest.fail("make geoip must build the record index")
+        pytest.skip("no record index: run `make geoip`")
+    assert len(geo.index) > 500_000
+    rng = random.Random(11)
+    ips = [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(20_000)]
+    geo.prefetch(ips)
+    found = [geo.locate(ip) for ip in ips]
+    assert found == _one_at_a_time(real_db, ips)
+    assert sum(loc is not None for loc in found) > 15_000
+    assert geo.stats.database_reads == 0 and geo.stats.index_hits > 5_000
