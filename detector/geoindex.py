@@ -86,16 +86,27 @@ class RecordIndex:
         i = np.minimum(np.searchsorted(self.offsets, offsets), len(self.offsets) - 1)
         return np.where(self.offsets[i] == offsets, self.places[i], ABSENT)
 
-    def fields(self, place: int) -> Fields:
-        radius = float(self.radius_km[place])
-        city, country = int(self.city[place]), int(self.country[place])
-        return (
-            float(self.latitude[place]),
-            float(self.longitude[place]),
-            None if radius != radius else radius,  # NaN: none
-            self.names[city] if city >= 0 else None,
-            self.names[country] if country >= 0 else None,
-        )
+    def fields(self, places: Sequence[int]) -> list[Fields]:
+        """The fields of each place (rows, not NO_POINT), read column by column."""
+        rows = np.asarray(places, np.int64)
+        names = self.names
+        return [
+            (
+                lat,
+                lon,
+                None if radius != radius else radius,
+                names[c] if c >= 0 else None,
+                names[k] if k >= 0 else None,
+            )
+            for lat, lon, radius, c, k in zip(
+                self.latitude[rows].tolist(),
+                self.longitude[rows].tolist(),
+                self.radius_km[rows].tolist(),  # NaN: none
+                self.city[rows].tolist(),
+                self.country[rows].tolist(),
+                strict=True,
+            )
+        ]
 
     @classmethod
     def from_records(

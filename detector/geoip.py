@@ -395,18 +395,22 @@ class GeoIP:
         records = kinds.tolist()
         located = {o: by_record[o] for o in records if o in by_record}
         unseen = [k for k, o in enumerate(records) if o not in located]
-        index = self.index
-        places = index.lookup(kinds[unseen]).tolist() if index is not None else [ABSENT] * len(unseen)
+        places = (
+            self.index.lookup(kinds[unseen]).tolist() if self.index is not None else [ABSENT] * len(unseen)
+        )
+        self._add_places(places)
+        by_place = self._by_place
         for k, place in zip(unseen, places, strict=True):
             if place == ABSENT:
                 read = self._read(new[int(first[k])])
                 location = read[0] if read is not None else None
             else:
-                location = self._place(index, place)  # type: ignore[arg-type]
+                location = by_place[place] if place >= 0 else None
                 stats.unknown += location is None
             located[records[k]] = by_record[records[k]] = location
-        if len(by_record) > self.cache_size:
-            _evict_quarter(by_record)
+        for cache in (by_record, by_place):
+            if len(cache) > self.cache_size:
+                _evict_quarter(cache)
         stats.index_hits += len(unseen) - places.count(ABSENT)
         stats.network_cache_hits += int((offsets >= 0).sum()) - len(unseen)
         found = [located.get(o) for o in offsets.tolist()]
@@ -414,15 +418,13 @@ class GeoIP:
             found = [self._with_asn(ip, loc) for ip, loc in zip(new, found, strict=True)]
         waiting.update(zip(new, found, strict=True))
 
-    def _place(self, index: RecordIndex, place: int) -> Location | None:
-        """The location of a row of the record index (one object per place, shared by its records)."""
-        found = self._by_place.get(place, _MISS)
-        if found is _MISS:
-            found = self._location(index.fields(place)) if place >= 0 else None
-            if len(self._by_place) >= self.cache_size:
-                _evict_quarter(self._by_place)
-            self._by_place[place] = found
-        return found  # type: ignore[return-value]
+    def _add_places(self, places: list[int]) -> None:
+        """A location for each row of the record index not met before (one object per place, shared
+        by all its records and addresses)."""
+        by_place = self._by_place
+        rows = list({p for p in places if p >= 0 and p not in by_place})
+        if rows and self.index is not None:
+            by_place.update(zip(rows, map(self._location, self.index.fields(rows)), strict=True))
 
     def _read(self, ip: str) -> tuple[Location | None, int] | None:
         """One database read: the address's location and the prefix length of its network; None when

@@ -267,6 +267,15 @@ def test_record_index_gives_what_reading_the_database_gives(
     assert sum(loc is not None for loc in found) > 1000
     # Every record came from the index: it holds every record an IPv4 address reaches.
     assert geo.stats.database_reads == 0 and geo.stats.index_hits > 0
+    # With caches too small for the test's places, batch after batch (evicting as they go).
+    small = GeoIP(path)
+    small.cache_size = 4  # (below the smallest setting, to evict among the test's few places)
+    sizes = []
+    for start in range(0, len(ips), 500):
+        small.prefetch(ips[start : start + 500])
+        assert [small.locate(ip) for ip in ips[start : start + 500]] == found[start : start + 500]
+        sizes.append(len(small._by_place))
+    assert max(sizes) > 4 and sizes[-1] < max(sizes)  # it grew past the bound and was cut back
     # A radius-less record gets the default radius of the settings in use, not of the build.
     if layout == "geoip2":
         wide = GeoIP(path, default_radius_km=7)
