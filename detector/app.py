@@ -23,7 +23,7 @@ from detector.ingest import Ingest
 from detector.known import AsnDatabase, ExceptionsFile
 from detector.model import utc_text
 from detector.parallel import ParallelEngine, resolve_workers
-from detector.reorder import ReorderBuffer
+from detector.reorder import FileOrder
 from detector.rules import Policy
 from detector.sinks import AlertFile, RejectsFile
 from detector.sources import Line, LineReader
@@ -195,17 +195,12 @@ def detect_files(
     """Run the engine over files, a batch of lines at a time, in event-time order within the reorder
     window; returns the number of lines read. (A pipelined engine's results trail its input by a batch;
     ``drain`` gives the last.)"""
-    buffer = ReorderBuffer(settings.reorder_window)
-    newest = float("-inf")
+    buffer = FileOrder(settings.reorder_window)
     lines = 0
 
     def detect(chunk: list[Line], final: bool = False) -> None:
-        nonlocal newest
         events, reasons = ingest.decode(chunk)
-        for event in events:
-            buffer.add(event)
-            newest = max(newest, event.time)
-        released = buffer.release(newest) + (buffer.drain() if final else [])
+        released = buffer.add(events) + (buffer.drain() if final else [])
         result = engine.process(released, reasons)
         engine.commit(result)
         on_batch(result)

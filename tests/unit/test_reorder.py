@@ -4,7 +4,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from detector.model import SignIn
-from detector.reorder import ReorderBuffer
+from detector.reorder import FileOrder, ReorderBuffer
 
 
 def ev(t: float, name: str = "") -> SignIn:
@@ -105,3 +105,31 @@ def test_max_hold_outranks_the_min_hold_of_older_sign_ins_that_keep_coming() -> 
             break
     assert "fresh" in released and tick == 5
     assert released.index("fresh") == len(released) - 1  # after every older one, still in order
+
+
+@given(
+    st.lists(
+        st.lists(st.integers(min_value=0, max_value=40), max_size=12),  # batches of event times
+        max_size=8,
+    ),
+    st.sampled_from([0.0, 3.0, 10.0]),
+)
+def test_file_order_releases_what_the_reorder_buffer_releases(
+    batches: list[list[int]], window: float
+) -> None:
+    """Replay's ``FileOrder`` against ``ReorderBuffer`` driven as replay drove it (one source, the
+    watermark the newest time read): the same sign-ins, in the same order, batch by batch."""
+    reference, files = ReorderBuffer(window), FileOrder(window)
+    newest = float("-inf")
+    n = 0
+    for times in batches:
+        events = []
+        for t in times:
+            events.append(ev(float(t), f"e{n}"))  # equal times, told apart by their ids
+            n += 1
+        for event in events:
+            reference.add(event)
+            newest = max(newest, event.time)
+        assert files.add(events) == reference.release(newest)
+        assert len(files) == len(reference)
+    assert files.drain() == reference.drain()
