@@ -199,9 +199,11 @@ class ParallelEngine:
 def _in_batch_order(events: list[SignIn], parts: list[tuple[list[int], list[Alert]]]) -> list[Alert]:
     """Alerts of several workers in the order one engine raises them: by the position of the sign-in
     that raised each (the later-placed of its pair within this batch; the other may be older history)."""
+    alerting = {alert.user for _, alerts in parts for alert in alerts}
     position: dict[tuple[str, str], int] = {}
     for i, e in enumerate(events):
-        position.setdefault((e.user, e.event_id), i)  # a re-delivery in the batch raises nothing
+        if e.user in alerting:  # (the few accounts that alerted: a batch holds thousands)
+            position.setdefault((e.user, e.event_id), i)  # a re-delivery in the batch raises nothing
     keyed = []
     for _, alerts in parts:
         for j, alert in enumerate(alerts):
