@@ -35,6 +35,7 @@ from bisect import bisect_right
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from itertools import pairwise
+from operator import itemgetter
 from types import MappingProxyType
 from typing import Literal, NamedTuple
 
@@ -402,6 +403,8 @@ def _append(history: tuple[Visit, ...], visit: Visit, policy: Policy) -> tuple[V
 
 
 _EMPTY = AccountState()
+_VISIT_ID = itemgetter(0)
+assert Visit._fields[0] == "event_id"
 
 
 def advance(
@@ -441,7 +444,7 @@ def is_duplicate(state: AccountState, event_id: str) -> bool:
     """A re-delivery: the event id is among the account's recent ids or its remembered sign-ins."""
     if event_id in state.recent_ids:
         return True
-    return event_id in [v.event_id for v in state.visits]  # (a generator costs more than the list)
+    return event_id in map(_VISIT_ID, state.visits)  # (half the cost of a list of the ids)
 
 
 def evaluate(
