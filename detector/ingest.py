@@ -106,8 +106,13 @@ class Ingest:
     def _decode_run(self, lines: Sequence[Line], batch: list[SignIn], reasons: list[str]) -> None:
         normalizer, rejects = self.normalizer, self.rejects
         ordinary = [line for line in lines if not line.too_long and not line.document]
-        results = iter(normalizer.quick([line.raw for line in ordinary]))
+        quick = normalizer.quick([line.raw for line in ordinary])
         self.lines += len(lines)
+        if len(ordinary) == len(lines) and None not in quick:  # every line one valid canonical record
+            self.records += len(lines)
+            batch += quick  # type: ignore[arg-type]
+            return
+        results = iter(quick)
         for line in lines:
             if not line.too_long and not line.document:
                 signin = next(results)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -179,9 +179,13 @@ class Normalizer:
         if self.fmt not in ("auto", "canonical"):
             return out
         quick = [i for i, raw in enumerate(raws) if raw[:1] == b"{" and len(raw) <= limits.max_event_bytes]
+        decoded = decode_batch(raws if len(quick) == len(raws) else [raws[i] for i in quick], limits)
+        if len(decoded) == len(raws) and set(map(type, decoded)) <= {SignIn}:  # all valid: the common case
+            valid = cast("list[SignIn]", decoded)
+            return cast("list[SignIn | None]", valid if self.accounts is None else self.accounts.apply(valid))
         found = [
             (i, result)
-            for i, result in zip(quick, decode_batch([raws[i] for i in quick], limits), strict=True)
+            for i, result in zip(quick, decoded, strict=True)
             if not isinstance(result, InvalidEvent)
         ]
         signins = [result for _, result in found]
