@@ -57,7 +57,8 @@ class _Index:
     4-byte integers (at most 70 % full: about 12 bytes an entry), instead of a dict of Python ints (over
     100 bytes an entry). A fingerprint may be shared: the caller checks the slot's account."""
 
-    EMPTY, GONE = -1, -2
+    EMPTY = -1
+    GONE = -2
 
     def __init__(self, capacity: int = 1024) -> None:
         self._marks = array("I", bytes(4 * capacity))

@@ -1,0 +1,96 @@
+"""The hot modules compiled with mypyc (detector/native.py): the same results as their sources, and
+never a stale build."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from detector import NATIVE_MODULES, PURE_PYTHON_ENV, _native_state
+from detector.traffic import Catalogue, Generator
+from tests.cli.test_hostile import hostile_lines
+from tests.conftest import IN_CI, ROOT, run_cli
+
+HERE = str(ROOT / "detector")
+
+
+@pytest.fixture(scope="module")
+def compiled() -> dict[str, str]:
+    found, stale = _native_state(HERE)
+    if not found or stale:
+        if IN_CI:
+            pytest.fail("`make setup` must compile the hot modules (python -m detector.native build)")
+        pytest.skip("the hot modules are not compiled and current: run `make setup`")
+    return found
+
+
+def test_the_hot_modules_are_the_compiled_ones(compiled: dict[str, str]) -> None:
+    code = "import detector.{0} as m; print(m.__file__)"
+    env = {k: v for k, v in os.environ.items() if k != PURE_PYTHON_ENV}
+    for name in ("engine", "rules", "codec"):
+        for pure, expected in (("", compiled[name]), ("1", os.path.join(HERE, name + ".py"))):
+            res = subprocess.run(
+                [sys.executable, "-c", code.format(name)],
+                capture_output=True,
+                cwd=ROOT,
+                env=env | {PURE_PYTHON_ENV: pure},
+                check=True,
+            )
+            assert res.stdout.decode().strip() == expected and not res.stderr
+
+
+def test_compiled_and_pure_python_replay_give_the_same_output(
+    tmp_path: Path, real_db: str, compiled: dict[str, str]
+) -> None:
+    """Traffic with VPN flips, country-level fixes, late and repeated sign-ins, and hostile lines."""
+    traffic = Generator(Catalogue.from_database(real_db), seed=5).generate(300, "nuanced", duplicates=0.05)
+    good = [orjson.dumps(e) for e in traffic.events]
+    src = tmp_path / "events.jsonl"
+    src.write_bytes(b"\n".join(good + [raw for _, raw in hostile_lines(traffic.events, 200, seed=5)]) + b"\n")
+
+    def replay(env: dict[str, str], name: str) -> tuple[list[dict[str, object]], bytes, str]:
+        out, rej = tmp_path / f"{name}.jsonl", tmp_path / f"{name}-rejects.jsonl"
+        res = run_cli(
+            "replay", str(src), "--geoip-db", real_db, "--output", str(out), "--rejects", str(rej), env=env
+        )
+        assert res.returncode == 0, res.stderr
+        alerts = [orjson.loads(x) for x in out.read_bytes().splitlines()]
+        for alert in alerts:
+            del alert["detected_at"]
+        summary = res.stderr.decode().strip().splitlines()[-1]
+        return alerts, rej.read_bytes(), summary.rsplit(" in ", 1)[0]  # (less its timing)
+
+    native = replay({}, "native")
+    pure = replay({PURE_PYTHON_ENV: "1"}, "pure")
+    assert len(native[0]) > 50 and native[1].count(b"\n") >= 100
+    assert native == pure
+
+
+def test_a_stale_build_is_never_run(tmp_path: Path, compiled: dict[str, str]) -> None:
+    """An edit after the build: every hot module then comes from its source, with a warning."""
+    copy = tmp_path / "detector"
+    shutil.copytree(HERE, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    code = "import detector, detector.engine as e, detector.rules as r; print(e.__file__, r.__file__)"
+
+    def files() -> tuple[list[str], str]:
+        env = {k: v for k, v in os.environ.items() if k != PURE_PYTHON_ENV} | {"PYTHONPATH": str(tmp_path)}
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, cwd=tmp_path, env=env, check=True
+        )
+        return res.stdout.decode().split(), res.stderr.decode()
+
+    names, warned = files()
+    assert all(n.endswith(".so") and n.startswith(str(copy)) for n in names) and not warned
+    later = time.time() + 5
+    os.utime(copy / "rules.py", (later, later))  # edited after the build
+    names, warned = files()
+    assert names == [str(copy / "engine.py"), str(copy / "rules.py")]  # all of them, not just the edited
+    assert "older than their sources (rules)" in warned
+    assert set(_native_state(str(copy))[1]) == {"rules"} and len(NATIVE_MODULES) > 5
