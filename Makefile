@@ -25,13 +25,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $@
 
-# The hot modules compiled to C by mypyc, in place (detector/native.py; about a minute). Without a C
-# compiler the sources run as they are.
-$(VENV)/.native: $(VENV)/.installed $(wildcard detector/*.py)
-	-$(PY) -m detector.native build
-	touch $@
-
-setup: $(VENV)/.installed $(VENV)/.native ## virtualenv in .venv with the package (editable), dev tools, hot modules compiled
+setup: $(VENV)/.installed ## virtualenv in .venv with the package (editable), dev tools, hot modules compiled
+	@# The hot modules compiled to C by mypyc, in place, when missing or older than their sources
+	@# (detector/native.py; about a minute). Without a C compiler the sources run as they are.
+	@$(PY) -m detector.native build --if-stale || true
 	@# Bytecode of the package, as pip writes for what it installs: otherwise, where
 	@# PYTHONDONTWRITEBYTECODE is set, every run parses the sources again (a third of start-up).
 	@$(PY) -m compileall -q detector bench > /dev/null

@@ -231,12 +231,12 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
     loads, norm = orjson.loads, normalise_ip
     for i, raw in enumerate(raws):
         obj = None
-        if len(raw) <= max_bytes and raw.count(b"{") + raw.count(b"[") <= max_depth:
+        if len(raw) <= max_bytes:
             try:
                 obj = loads(raw)
-            except orjson.JSONDecodeError:
+            except orjson.JSONDecodeError:  # (orjson stops at its own depth limit, 1024)
                 obj = None
-        if obj.__class__ is dict:
+        if obj.__class__ is dict and (_flat(obj) or raw.count(b"{") + raw.count(b"[") <= max_depth):
             user, ip, ts = obj.get("user"), obj.get("ip"), obj.get("timestamp")
             eid, outcome = obj.get("event_id"), obj.get("outcome")
             if (
@@ -273,17 +273,18 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
             if t is None or not MIN_TIME <= t < MAX_TIME:
                 out[i] = _decode_one(raws[i], limits)
             else:
-                out[i] = SignIn(
-                    user,
-                    address,
-                    t,
-                    eid if eid is not None else derive_event_id(user, address, t, success),
-                    success,
-                )
+                eid = eid if eid is not None else derive_event_id(user, address, t, success)
+                out[i] = tuple.__new__(SignIn, (user, address, t, eid, success, None, False))  # (model.py)
     return out
 
 
 _PENDING = InvalidEvent("not decoded")
+
+
+def _flat(obj: dict[str, Any]) -> bool:
+    """No value is an object or an array (so the record is one level deep, whatever max_depth): the
+    common record, checked without counting its brackets."""
+    return all(value.__class__ is not dict and value.__class__ is not list for value in obj.values())
 
 
 def _plain_stamp(ts: str) -> int | None:

@@ -202,7 +202,10 @@ class Engine:
                     by_outcome["duplicate"] += 1
                     continue
                 quick = advance(
-                    state, Visit(event.event_id, event.ip, event.time, location), event.success, policy
+                    state,
+                    tuple.__new__(Visit, (event.event_id, event.ip, event.time, location)),  # (model.py)
+                    event.success,
+                    policy,
                 )
                 if quick is not None:
                     changes[user] = quick[0]

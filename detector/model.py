@@ -6,7 +6,9 @@ the timezone-aware forms for output.
 
 The values made once per event or per stored sign-in (``SignIn``, ``Visit``, ``AccountState``,
 ``Alerted``) are named tuples: as immutable as a frozen dataclass and about three times cheaper to
-create, which is a measurable share of the hot path. The rarer ones are frozen, slotted dataclasses.
+create, which is a measurable share of the hot path. On that path they are made with
+``tuple.__new__(Cls, (every field, in order))``: a named tuple's own ``__new__`` is Python code, which
+costs more than the tuple itself. The rarer ones are frozen, slotted dataclasses.
 """
 
 from __future__ import annotations

@@ -59,7 +59,7 @@ def build() -> int:
         print("native: no C compiler found; the detector runs as pure Python", file=sys.stderr)
         clean()
         return 1
-    started = time.monotonic()
+    started, begun = time.monotonic(), time.time()
     try:
         from mypyc.build import mypycify
         from setuptools import Distribution
@@ -86,6 +86,11 @@ def build() -> int:
         return 1
     finally:
         os.chdir(cwd)
+    # Stamped with the time the build began: setuptools copies a module it did not need to rebuild
+    # with its old time, which would look stale; a source edited since then does.
+    for path in [*compiled().values(), *_extensions(GROUP.rsplit(".", 1)[1] + "__mypyc")]:
+        if os.path.exists(path):
+            os.utime(path, (begun, begun))
     print(
         f"native: {len(compiled())} modules compiled in {time.monotonic() - started:.0f} s", file=sys.stderr
     )
@@ -95,8 +100,15 @@ def build() -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m detector.native", description=__doc__.split("\n\n")[0])
     parser.add_argument("action", choices=["build", "clean", "status"])
+    parser.add_argument(
+        "--if-stale",
+        action="store_true",
+        help="build only when a module is not compiled or older than its source",
+    )
     args = parser.parse_args(argv)
     if args.action == "build":
+        if args.if_stale and compiled() and not stale():
+            return 0
         return build()
     if args.action == "clean":
         print(f"native: {clean()} files removed", file=sys.stderr)

@@ -429,15 +429,15 @@ def advance(
         alerted = tuple(e for e in alerted if visit.time - e.time <= keep)
     new_history = _append(history, visit, policy) if success else history
     outcome: Outcome = "same_ip" if same_ip else ("plausible" if success else "failure_checked")
-    return AccountState(
-        new_history, _with_id(state.recent_ids, visit.event_id, policy.recent_ids), alerted
-    ), outcome
+    recent = _with_id(state.recent_ids, visit.event_id, policy.recent_ids)
+    return tuple.__new__(AccountState, (new_history, recent, alerted)), outcome  # (model.py)
 
 
 def begin(sign_in: SignIn, location: Location) -> AccountState:
     """An account's state after its first located sign-in (outcome "first": nothing to compare with)."""
     eid = sign_in.event_id
-    return AccountState((Visit(eid, sign_in.ip, sign_in.time, location),) if sign_in.success else (), (eid,))
+    visits = (tuple.__new__(Visit, (eid, sign_in.ip, sign_in.time, location)),) if sign_in.success else ()
+    return tuple.__new__(AccountState, (visits, (eid,), ()))  # (model.py)
 
 
 def is_duplicate(state: AccountState, event_id: str) -> bool:
