@@ -18,6 +18,7 @@ import os
 import signal
 import traceback
 from collections.abc import Callable, Iterable
+from itertools import repeat
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -66,7 +67,9 @@ def _columns(events: list[SignIn]) -> Columns:
 
 def _events(columns: Columns) -> list[SignIn]:
     users, ips, times, ids, success, special = columns
-    events = list(map(SignIn, users, ips, times, ids, map(bool, success)))
+    # (tuple.__new__, as on the rest of the hot path: see model.py)
+    fields = zip(users, ips, times, ids, map(bool, success), repeat(None), repeat(False))
+    events: list[SignIn] = list(map(tuple.__new__, repeat(SignIn), fields))
     for i, event in special.items():
         events[i] = event
     return events
