@@ -365,7 +365,31 @@ def machine() -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "loadavg_at_start": _read("/proc/loadavg").split()[:3],
         "versions": versions,
+        "detector_native": _native(),
     }
+
+
+def _record_index(db: str) -> int | None:
+    """Records in the GeoIP record index that replay uses (detector/geoindex.py), None without one."""
+    from detector.geoip import GeoIP
+
+    geo = GeoIP(db)
+    try:
+        return len(geo.index) if geo.index is not None else None
+    finally:
+        geo.close()
+
+
+def _native() -> str:
+    """Whether the detector's hot modules run compiled (detector/native.py) in this run."""
+    from detector import NATIVE_MODULES, PURE_PYTHON_ENV, _native_state
+
+    found, stale = _native_state(str(ROOT / "detector"))
+    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
+        return "pure Python (asked)"
+    if stale:
+        return f"pure Python (stale build: {', '.join(stale)})"
+    return f"compiled ({len(found)} of {len(NATIVE_MODULES)} modules)" if found else "pure Python"
 
 
 # -- 1. replay -------------------------------------------------------------------------------------
@@ -450,6 +474,7 @@ def bench_replay(ctx: Context) -> dict[str, Any]:
     )
     return {
         "input": {"path": str(path.relative_to(ROOT)), **meta},
+        "geoip_record_index": _record_index(ctx.db),
         "naive_input": {"path": str(head.relative_to(ROOT)), "lines": s.naive_lines},
         "ours": {
             "lines": s.events,
