@@ -15,31 +15,30 @@ NATIVE_MODULES = (
     "reorder",
     "rules",
     "sources",
-    "state",
-    "statecodec",
 )
 PURE_PYTHON_ENV = "IMPOSSIBLE_TRAVEL_PURE_PYTHON"
 
 
 def _native_state(here: str) -> tuple[dict[str, str], list[str]]:
-    """The compiled file of each hot module that has one, and the hot modules whose compiled file is
-    older than their source (or missing while others are there)."""
+    """The compiled file of each module of the package that has one, and the modules that are not as
+    the last build should have left them: compiled but older than their source, compiled but no longer
+    a hot module, or a hot module not compiled while others are."""
     import os
     from importlib.machinery import EXTENSION_SUFFIXES
 
     found = {}
-    for name in NATIVE_MODULES:
+    for entry in sorted(os.listdir(here)):
         for suffix in EXTENSION_SUFFIXES:
-            path = os.path.join(here, name + suffix)
-            if os.path.exists(path):
-                found[name] = path
-                break
+            name = entry[: -len(suffix)]
+            if entry.endswith(suffix) and os.path.exists(os.path.join(here, name + ".py")):
+                found[name] = os.path.join(here, entry)
     if not found:
         return found, []
     stale = [
         name
-        for name in NATIVE_MODULES
+        for name in sorted(set(NATIVE_MODULES) | set(found))
         if name not in found
+        or name not in NATIVE_MODULES
         or os.path.getmtime(found[name]) < os.path.getmtime(os.path.join(here, name + ".py"))
     ]
     return found, stale
@@ -73,7 +72,7 @@ def _run_sources_unless_native_is_current() -> None:
         @staticmethod
         def find_spec(fullname: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
             package, _, name = fullname.rpartition(".")
-            if package != __name__ or name not in NATIVE_MODULES:
+            if package != __name__ or (name not in NATIVE_MODULES and name not in found):
                 return None
             return spec_from_file_location(fullname, os.path.join(here, name + ".py"))
 

@@ -94,3 +94,10 @@ def test_a_stale_build_is_never_run(tmp_path: Path, compiled: dict[str, str]) ->
     assert names == [str(copy / "engine.py"), str(copy / "rules.py")]  # all of them, not just the edited
     assert "older than their sources (rules)" in warned
     assert set(_native_state(str(copy))[1]) == {"rules"} and len(NATIVE_MODULES) > 5
+    # Built again, but a module no longer on the list is left compiled: it is not run either.
+    os.utime(copy / "rules.py", (time.time() - 3600,) * 2)
+    assert _native_state(str(copy))[1] == []
+    leftover = Path(compiled["rules"]).name.replace("rules", "parallel", 1)
+    shutil.copy(compiled["rules"], copy / leftover)
+    names, warned = files()
+    assert names == [str(copy / "engine.py"), str(copy / "rules.py")] and "(parallel)" in warned
