@@ -9,7 +9,7 @@ container image) the sources run as they are.
 
 The list (``detector.NATIVE_MODULES``) leaves out the model (its frozen dataclasses must pickle as
 they are between replay workers) and the state store: compiled, its accounts took 202 bytes each
-against 175-189 with it interpreted (the memory benchmark, 10^6 accounts), for 3% of a replay's
+against 175-191 with it interpreted (the memory benchmark, 10^6 accounts), for 3% of a replay's
 instructions.
 
 ``make setup`` runs ``python -m detector.native build``. A compiled module older than its source would
