@@ -91,6 +91,19 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _only(parser: argparse.ArgumentParser, keys: tuple[str, ...]) -> None:
+    """--config, and the flags of these settings only (of those that apply to `replay`)."""
+    _common(parser)
+    add_flags(parser, "replay", skip={o.key for o in OPTIONS} - set(keys))
+
+
+def _command(sub: Any, name: str, help: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=help, description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -98,23 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    replay = sub.add_parser(
-        "replay",
-        help="detect over log files (no Kafka)",
-        description=REPLAY_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    replay = _command(sub, "replay", "detect over log files (no Kafka)", REPLAY_HELP)
     replay.add_argument(
         "inputs", nargs="+", metavar="INPUT", help="JSON Lines file, .gz file, or - for stdin"
     )
     _common(replay)
     add_flags(replay, "replay")
 
-    norm = sub.add_parser(
+    norm = _command(
+        sub,
         "normalize",
-        help="native sign-in records (Entra, Okta, CloudTrail, Google, sshd, mapped JSON) -> canonical events",
-        description=NORMALIZE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "native sign-in records (Entra, Okta, CloudTrail, Google, sshd, mapped JSON) -> canonical events",
+        NORMALIZE_HELP,
     )
     norm.add_argument(
         "inputs", nargs="+", metavar="FILE", help="file (JSON Lines, JSON document, syslog, .gz), or -"
@@ -128,11 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(norm)
     add_flags(norm, "normalize")
 
-    tune = sub.add_parser(
-        "tune",
-        help="compare thresholds over log files, with precision and recall when labelled",
-        description=TUNE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    tune = _command(
+        sub, "tune", "compare thresholds over log files, with precision and recall when labelled", TUNE_HELP
     )
     tune.add_argument("inputs", nargs="+", metavar="LOG", help="JSON Lines file, .gz file, or - for stdin")
     tune.add_argument(
@@ -162,11 +167,11 @@ def build_parser() -> argparse.ArgumentParser:
     _common(tune)
     add_flags(tune, "tune")
 
-    gen = sub.add_parser(
+    gen = _command(
+        sub,
         "generate",
-        help="deterministic labelled sign-in traffic over a GeoIP database (for tune, tests, demos)",
-        description=GENERATE_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "deterministic labelled sign-in traffic over a GeoIP database (for tune, tests, demos)",
+        GENERATE_HELP,
     )
     gen.add_argument("--geoip-db", default="", metavar="PATH", help="City database (default: .cache/geoip/)")
     gen.add_argument("--accounts", type=int, default=300, help="accounts (default: %(default)s)")
@@ -180,34 +185,26 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", required=True, metavar="FILE", help="events, JSON Lines")
     gen.add_argument("--labels", metavar="FILE", help="expected alerts, JSON Lines")
 
-    pseu = sub.add_parser(
+    pseu = _command(
+        sub,
         "pseudonym",
-        help="the pseudonym of each account, for an analyst with the key to re-identify alerts",
-        description=PSEUDONYM_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "the pseudonym of each account, for an analyst with the key to re-identify alerts",
+        PSEUDONYM_HELP,
     )
     pseu.add_argument(
         "accounts", nargs="+", metavar="ACCOUNT", help="account ID as in the input, or - for stdin"
     )
-    _common(pseu)
-    # The flags of the settings that apply to `replay`, less all but these three.
-    add_flags(pseu, "replay", skip={o.key for o in OPTIONS} - set(PSEUDONYM_SETTINGS))
+    _only(pseu, PSEUDONYM_SETTINGS)
 
-    index = sub.add_parser(
+    index = _command(
+        sub,
         "geoip-index",
-        help="decode the GeoIP database's records once, beside it (faster replay)",
-        description=GEOIP_INDEX_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        "decode the GeoIP database's records once, beside it (faster replay)",
+        GEOIP_INDEX_HELP,
     )
-    _common(index)
-    add_flags(index, "replay", skip={o.key for o in OPTIONS} - set(GEOIP_INDEX_SETTINGS))
+    _only(index, GEOIP_INDEX_SETTINGS)
 
-    run = sub.add_parser(
-        "run",
-        help="the streaming detector on Kafka",
-        description=RUN_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    run = _command(sub, "run", "the streaming detector on Kafka", RUN_HELP)
     _common(run)
     add_flags(run, "run")
     return parser
