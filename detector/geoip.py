@@ -13,8 +13,10 @@ Caching, so that repeated addresses cost almost nothing:
 
 3. by the database record: a batch's new IPv4 addresses walk the database's search tree together, one
    bit per numpy step over the whole batch (``SearchTree``), which gives each the offset of its record;
-   only a record not seen before is read (about 16 us each), and addresses that share it share the
-   answer. A replay meets tens of thousands of new addresses a second: this is most of its GeoIP cost.
+   only a record not seen before is read (about 23 us each), and addresses that share it share the
+   answer. A replay meets tens of thousands of new addresses a second: this was most of its GeoIP
+   cost, so where the database's record index has been built (``geoindex``), a batch's new records
+   are taken from it by one numpy search instead.
 
 The caches are bounded; when full, the oldest quarter goes. Addresses in special-purpose ranges (private,
 loopback, link-local, CGNAT, multicast, reserved, documentation, unspecified, ...) are never looked up.
