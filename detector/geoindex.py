@@ -42,6 +42,11 @@ NO_POINT, ABSENT = -1, -2
 Fields = tuple[float, float, float | None, str | None, str | None]
 
 
+def _aligned(size: int) -> int:
+    """``size`` rounded up to a multiple of 64 bytes (each column starts on a cache line)."""
+    return -(-size // 64) * 64
+
+
 def index_path(db_path: str) -> str:
     return db_path + SUFFIX
 
@@ -150,9 +155,9 @@ class RecordIndex:
         layout, at = {}, 0
         for name, column in zip((*self._COLUMNS, "names"), columns, strict=True):
             layout[name] = [column.dtype.str, at, len(column)]
-            at += -(-column.nbytes // 64) * 64
+            at += _aligned(column.nbytes)
         header = json.dumps({"meta": self.meta, "columns": layout}).encode("utf-8")
-        body_start = -(-(len(_MAGIC) + 8 + len(header)) // 64) * 64
+        body_start = _aligned(len(_MAGIC) + 8 + len(header))
         tmp = f"{path}.tmp{os.getpid()}"
         with open(tmp, "wb") as fh:
             fh.write(_MAGIC + len(header).to_bytes(8, "little") + header)
@@ -183,7 +188,7 @@ class RecordIndex:
                     path,
                 )
                 return None
-            body_start = -(-(len(_MAGIC) + 8 + size) // 64) * 64
+            body_start = _aligned(len(_MAGIC) + 8 + size)
             columns = {
                 name: np.frombuffer(buffer, np.dtype(dtype), count, body_start + offset)
                 for name, (dtype, offset, count) in header["columns"].items()

@@ -310,10 +310,12 @@ class GeoIP:
             return None  # one address at a time, through maxminddb
 
     def _record_index(self) -> RecordIndex | None:
-        """This database's record index, when one was built from it (see ``geoindex``)."""
-        if self._tree is None:
+        """This database's record index, when one was built from it (see ``geoindex``). Without an index
+        file, nothing is read to fingerprint the database (every start, every replay worker)."""
+        path = index_path(self.path)
+        if self._tree is None or not os.path.exists(path):
             return None
-        return RecordIndex.load(index_path(self.path), self._fingerprint())
+        return RecordIndex.load(path, self._fingerprint())
 
     def _fingerprint(self) -> dict[str, object]:
         meta = self._reader.metadata()
