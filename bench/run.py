@@ -342,6 +342,8 @@ def _git(*args: str) -> str:
 
 
 def machine() -> dict[str, Any]:
+    from detector import native
+
     cpu = re.search(r"^model name\s*:\s*(.+)$", _read("/proc/cpuinfo"), re.M)
     mem = re.search(r"^MemTotal:\s*(\d+) kB", _read("/proc/meminfo"), re.M)
     dirty = [line for line in _git("status", "--porcelain", "--untracked-files=no").splitlines() if line]
@@ -365,7 +367,7 @@ def machine() -> dict[str, Any]:
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "loadavg_at_start": _read("/proc/loadavg").split()[:3],
         "versions": versions,
-        "detector_native": _native(),
+        "detector_native": native.summary(),  # compiled hot modules, or the sources
     }
 
 
@@ -378,18 +380,6 @@ def _record_index(db: str) -> int | None:
         return len(geo.index) if geo.index is not None else None
     finally:
         geo.close()
-
-
-def _native() -> str:
-    """Whether the detector's hot modules run compiled (detector/native.py) in this run."""
-    from detector import NATIVE_MODULES, PURE_PYTHON_ENV, _native_state
-
-    found, stale = _native_state(str(ROOT / "detector"))
-    if os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0"):
-        return "pure Python (asked)"
-    if stale:
-        return f"pure Python (stale build: {', '.join(stale)})"
-    return f"compiled ({len(found)} of {len(NATIVE_MODULES)} modules)" if found else "pure Python"
 
 
 # -- 1. replay -------------------------------------------------------------------------------------

@@ -19,6 +19,12 @@ NATIVE_MODULES = (
 PURE_PYTHON_ENV = "IMPOSSIBLE_TRAVEL_PURE_PYTHON"
 
 
+def _pure_python_asked() -> bool:
+    import os
+
+    return os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0")
+
+
 def _native_state(here: str) -> tuple[dict[str, str], list[str]]:
     """The compiled file of each module of the package that has one, and the modules that are not as
     the last build should have left them: compiled but older than their source, compiled but no longer
@@ -53,7 +59,7 @@ def _run_sources_unless_native_is_current() -> None:
 
     here = os.path.dirname(os.path.abspath(__file__))
     found, stale = _native_state(here)
-    pure = os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0")
+    pure = _pure_python_asked()
     if not found or not (pure or stale):
         return
     if stale and not pure:

@@ -27,7 +27,7 @@ import shutil
 import sys
 import time
 
-from detector import NATIVE_MODULES, PURE_PYTHON_ENV, _native_state
+from detector import NATIVE_MODULES, _native_state, _pure_python_asked
 
 GROUP = "detector._native"  # the shared library of the group: detector/_native__mypyc.<suffix>
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -40,23 +40,40 @@ def compiled() -> dict[str, str]:
 
 
 def stale() -> list[str]:
-    """The hot modules whose compiled file is older than their source."""
+    """The modules not as the last build should have left them (see ``detector._native_state``)."""
     return _native_state(HERE)[1]
 
 
-def _extensions(name: str) -> list[str]:
-    return [os.path.join(HERE, name + suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+def _built() -> list[str]:
+    """Every file the last build left: the compiled modules and the group's shared library."""
+    library = GROUP.rsplit(".", 1)[1] + "__mypyc"
+    candidates = [os.path.join(HERE, library + suffix) for suffix in importlib.machinery.EXTENSION_SUFFIXES]
+    return [*compiled().values(), *(path for path in candidates if os.path.exists(path))]
+
+
+def summary() -> str:
+    """What runs: compiled modules, or the sources (and why)."""
+    found, old = _native_state(HERE)
+    state = (
+        "pure Python (asked)"
+        if _pure_python_asked()
+        else "stale: sources run"
+        if old
+        else "compiled"
+        if found
+        else "pure Python"
+    )
+    return f"{state}; {len(found)} of {len(NATIVE_MODULES)} modules compiled" + (
+        f"; stale: {', '.join(old)}" if old else ""
+    )
 
 
 def clean() -> int:
-    """Remove every compiled module of the package, and the group's library."""
-    paths = [*compiled().values(), *_extensions(GROUP.rsplit(".", 1)[1] + "__mypyc")]
-    removed = 0
+    """Remove every file the last build left."""
+    paths = _built()
     for path in paths:
-        if os.path.exists(path):
-            os.remove(path)
-            removed += 1
-    return removed
+        os.remove(path)
+    return len(paths)
 
 
 def build() -> int:
@@ -66,7 +83,6 @@ def build() -> int:
         clean()
         return 1
     started, begun = time.monotonic(), time.time()
-    clean()  # (a module no longer on the list must not stay compiled)
     try:
         from mypyc.build import mypycify
         from setuptools import Distribution
@@ -74,6 +90,7 @@ def build() -> int:
         print(f"native: {exc}; the detector runs as pure Python", file=sys.stderr)
         clean()
         return 1
+    clean()  # (a module no longer on the list must not stay compiled)
     cwd = os.getcwd()
     os.chdir(ROOT)  # mypy's settings are pyproject.toml's; the build tree goes to build/
     try:
@@ -95,9 +112,8 @@ def build() -> int:
         os.chdir(cwd)
     # Stamped with the time the build began: setuptools copies a module it did not need to rebuild
     # with its old time, which would look stale; a source edited since then does.
-    for path in [*compiled().values(), *_extensions(GROUP.rsplit(".", 1)[1] + "__mypyc")]:
-        if os.path.exists(path):
-            os.utime(path, (begun, begun))
+    for path in _built():
+        os.utime(path, (begun, begun))
     print(
         f"native: {len(compiled())} modules compiled in {time.monotonic() - started:.0f} s", file=sys.stderr
     )
@@ -120,21 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "clean":
         print(f"native: {clean()} files removed", file=sys.stderr)
         return 0
-    found, old = compiled(), stale()
-    pure = os.environ.get(PURE_PYTHON_ENV, "") not in ("", "0")
-    state = (
-        "pure Python (asked)"
-        if pure
-        else "stale: sources run"
-        if old
-        else "compiled"
-        if found
-        else "pure Python"
-    )
-    print(
-        f"native: {state}; {len(found)} of {len(NATIVE_MODULES)} modules compiled"
-        + (f"; stale: {', '.join(old)}" if old else "")
-    )
+    print(f"native: {summary()}")
     return 0
 
 
