@@ -39,7 +39,7 @@ import numpy as np
 
 from detector.errors import GeoDatabaseError
 from detector.geoindex import ABSENT, Fields, RecordIndex, fingerprint, index_path
-from detector.model import DatabaseInfo, Location
+from detector.model import DatabaseInfo, Location, new_location
 
 if TYPE_CHECKING:
     from detector.known import AsnDatabase
@@ -482,15 +482,8 @@ class GeoIP:
             return None
         lat, lon, radius, city, country = fields
         radius_km = radius if radius is not None and radius > 0 else self.default_radius_km
-        return Location(
-            latitude=lat,
-            longitude=lon,
-            accuracy_radius_km=radius_km,
-            country=country,
-            city=city,
-            coarse=city is None or radius_km >= self.coarse_radius_km,
-            database=self.database,
-        )
+        coarse = city is None or radius_km >= self.coarse_radius_km
+        return new_location(lat, lon, radius_km, country, city, coarse, self.database)
 
 
 def record_fields(record: dict[str, Any]) -> Fields | None:

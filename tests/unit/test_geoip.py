@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import pickle
 import random
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from detector.errors import GeoDatabaseError
 from detector.geoindex import index_path
 from detector.geoip import DEFAULT_ACCURACY_RADIUS_KM, GeoIP
+from detector.model import DatabaseInfo, Location, new_location
 from detector.testing import PLACES, build_city_db, ip_in
 from tests.conftest import IN_CI
 
@@ -27,6 +31,25 @@ def test_locates_cities_with_radius_country_city_and_build(city_db: str) -> None
     assert abs(loc.database.build_epoch - os.stat(city_db).st_mtime) < 3600
     v6 = geo.locate("2a02:c7f::1")
     assert v6 is not None and v6.city == "London"
+
+
+@given(
+    st.floats(-90, 90),
+    st.floats(-180, 180),
+    st.floats(0.5, 5000),
+    st.none() | st.text(max_size=3),
+    st.none() | st.text(max_size=12),
+    st.booleans(),
+)
+def test_new_location_is_the_location_the_constructor_builds(
+    lat: float, lon: float, radius: float, country: str | None, city: str | None, coarse: bool
+) -> None:
+    database = DatabaseInfo("GeoLite2-City", 1_700_000_000, "/x.mmdb")
+    made = Location(lat, lon, radius, country, city, coarse, database)
+    fast = new_location(lat, lon, radius, country, city, coarse, database)
+    assert fast == made and hash(fast) == hash(made) and repr(fast) == repr(made)
+    assert fast.place == made.place  # (not compared by ==)
+    assert pickle.loads(pickle.dumps(fast)) == made
 
 
 def test_country_level_fix_is_coarse_and_missing_radius_gets_the_default(city_db: str) -> None:
