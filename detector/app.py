@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import IO, Any
 
 from detector import __version__, logs
@@ -205,15 +206,14 @@ def detect_files(
         engine.commit(result)
         on_batch(result)
 
-    chunk: list[Line] = []
-    for line in reader:
-        chunk.append(line)
-        if len(chunk) >= settings.batch_size:
-            lines += len(chunk)
-            detect(chunk)
-            chunk = []
-            on_progress(lines)
-    lines += len(chunk)
+    batch_size, read = settings.batch_size, iter(reader)
+    while True:
+        chunk = list(islice(read, batch_size))
+        lines += len(chunk)
+        if len(chunk) < batch_size:
+            break
+        detect(chunk)
+        on_progress(lines)
     detect(chunk, final=True)
     last = engine.drain()
     engine.commit(last)

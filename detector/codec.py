@@ -282,6 +282,11 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
 _PENDING = InvalidEvent("not decoded")
 
 
+def objects(raws: Sequence[bytes], max_bytes: int) -> list[int]:
+    """The positions of the inputs that may be canonical records: a JSON object, within the size limit."""
+    return [i for i, raw in enumerate(raws) if raw.startswith(b"{") and len(raw) <= max_bytes]
+
+
 def _flat(obj: dict[str, Any]) -> bool:
     """No value is an object or an array (so the record is one level deep, whatever max_depth): the
     common record, checked without counting its brackets."""

@@ -20,7 +20,10 @@ import traceback
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from multiprocessing.connection import Connection
+from operator import itemgetter
 from typing import Any
+
+import numpy as np
 
 from detector.engine import BatchResult, Engine, Tally, count_rejected
 from detector.errors import DetectorError
@@ -50,19 +53,26 @@ def resolve_workers(setting: int, input_bytes: int) -> int:
 
 # What goes down the pipe for a batch: its sign-ins as columns (far cheaper to pickle than a tuple
 # each), with the rare ones carrying a vendor location or proxy flag sent whole.
-Columns = tuple[list[str], list[str], list[float], list[str], bytes, dict[int, SignIn]]
+Columns = tuple[
+    tuple[str, ...], tuple[str, ...], tuple[float, ...], tuple[str, ...], bytes, dict[int, SignIn]
+]
 
 
 def _columns(events: list[SignIn]) -> Columns:
-    special = {i: e for i, e in enumerate(events) if e.vendor_location is not None or e.proxy}
-    return (
-        [e.user for e in events],
-        [e.ip for e in events],
-        [e.time for e in events],
-        [e.event_id for e in events],
-        bytes(e.success for e in events),
-        special,
+    users, ips, times, ids, success, vendor, proxy = zip(*events, strict=True)
+    special = (
+        {i: e for i, e in enumerate(events) if e.vendor_location is not None or e.proxy}
+        if vendor.count(None) < len(vendor) or any(proxy)
+        else {}
     )
+    return users, ips, times, ids, bytes(success), special
+
+
+def _shares(events: list[SignIn], n: int) -> list[list[int]]:
+    """Which of the batch's sign-ins each of ``n`` workers gets: every account always the same worker
+    (str hashes are fixed for this process's life)."""
+    owner = np.fromiter(map(hash, map(itemgetter(0), events)), np.int64, len(events)) % n  # (0: user)
+    return [np.flatnonzero(owner == k).tolist() for k in range(n)]
 
 
 def _events(columns: Columns) -> list[SignIn]:
@@ -124,11 +134,7 @@ class ParallelEngine:
         """Hand this batch to the workers; returns the previous batch's result (empty for the first)."""
         events = events if isinstance(events, list) else list(events)
         previous = self._collect()
-        n = len(self._conns)
-        # Which of the batch's sign-ins each worker gets (str hashes are fixed for this process's life).
-        shares: list[list[int]] = [[] for _ in range(n)]
-        for i, event in enumerate(events):
-            shares[hash(event.user) % n].append(i)
+        shares = _shares(events, len(self._conns))
         for conn, share in zip(self._conns, shares, strict=True):
             if share:
                 self._send(conn, _columns([events[i] for i in share]))

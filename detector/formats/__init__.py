@@ -24,7 +24,15 @@ from typing import Any, cast
 
 import orjson
 
-from detector.codec import Limits, decode_batch, decode_event, event_from_mapping, parse_json, printable
+from detector.codec import (
+    Limits,
+    decode_batch,
+    decode_event,
+    event_from_mapping,
+    objects,
+    parse_json,
+    printable,
+)
 from detector.errors import InvalidEvent
 from detector.formats.base import NotASignIn, Options
 from detector.formats.cloudtrail import cloudtrail, is_cloudtrail
@@ -178,7 +186,7 @@ class Normalizer:
         out: list[SignIn | None] = [None] * len(raws)
         if self.fmt not in ("auto", "canonical"):
             return out
-        quick = [i for i, raw in enumerate(raws) if raw[:1] == b"{" and len(raw) <= limits.max_event_bytes]
+        quick = objects(raws, limits.max_event_bytes)
         decoded = decode_batch(raws if len(quick) == len(raws) else [raws[i] for i in quick], limits)
         if len(decoded) == len(raws) and set(map(type, decoded)) <= {SignIn}:  # all valid: the common case
             valid = cast("list[SignIn]", decoded)

@@ -137,3 +137,36 @@ def test_auto_is_one_process_for_small_inputs_and_one_per_cpu_for_large() -> Non
     assert resolve_workers(0, 0) == 1  # standard input: its size is unknown
     assert 1 <= resolve_workers(0, AUTO_MIN_BYTES) <= 8
     assert resolve_workers(3, 0) == 3
+
+
+def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins() -> None:
+    """Columns (and the rare sign-in with a vendor location or a proxy flag, sent whole) give back the
+    batch; every account goes to one worker, every sign-in to exactly one."""
+    import pickle
+
+    from detector.model import Location
+
+    rng = random.Random(5)
+    paris = Location(48.86, 2.35, 20.0, "FR", "Paris", source="okta")
+    events = [
+        SignIn(
+            f"user{rng.randrange(40)}",
+            f"81.2.69.{rng.randrange(256)}",
+            1.7e9 + k + rng.random(),
+            f"id-{k}",
+            rng.random() < 0.9,
+            paris if k % 97 == 3 else None,
+            k % 89 == 5,
+        )
+        for k in range(1000)
+    ]
+    assert any(e.vendor_location for e in events) and any(e.proxy for e in events)
+    proxies_only = [e._replace(vendor_location=None) for e in events]
+    plain = [e._replace(vendor_location=None, proxy=False) for e in events]
+    for batch in (events, proxies_only, plain):
+        assert parallel._events(pickle.loads(pickle.dumps(parallel._columns(batch)))) == batch
+        shares = parallel._shares(batch, 3)
+        assert sorted(i for share in shares for i in share) == list(range(len(batch)))
+        owners = {batch[i].user: k for k, share in enumerate(shares) for i in share}
+        assert all(owners[batch[i].user] == k for k, share in enumerate(shares) for i in share)
+        assert all(share == sorted(share) for share in shares) and all(shares)
