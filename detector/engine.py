@@ -235,8 +235,7 @@ class Engine:
 
     def commit(self, result: BatchResult) -> None:
         """Apply a batch's state changes and tallies (after its output is safely delivered)."""
-        for user, state in result.changes.items():
-            self.store.put(user, state)
+        self.store.put_many(result.changes)
         self.tally.merge(result.tally)
 
     def drain(self) -> BatchResult:

@@ -80,7 +80,9 @@ def test_vendor_and_proxy_locations_survive_and_a_forgotten_address_keeps_its_co
     assert back.recent_ids == ("a", "b", "c", "z")
 
 
-ops = st.lists(st.tuples(st.sampled_from(["put", "get", "delete"]), st.integers(0, 30), states), max_size=200)
+ops = st.lists(
+    st.tuples(st.sampled_from(["put", "put_many", "get", "delete"]), st.integers(0, 30), states), max_size=200
+)
 
 
 @settings(max_examples=200)
@@ -92,6 +94,10 @@ def test_compact_store_is_a_dict(operations: list, hot: int) -> None:
         if op == "put":
             store.put(user, state)
             model.put(user, state)
+        elif op == "put_many":  # a batch's changes: this account and two after it
+            changes = {f"user-{m}": state for m in (n, n + 1, n + 2)}
+            store.put_many(changes)
+            model.put_many(changes)
         elif op == "get":
             assert store.get(user) == model.get(user)
         else:
