@@ -242,9 +242,10 @@ def replay(
     else:
 
         def worker_engine() -> Engine:
-            own = open_geoip(settings)  # each worker reads the database through its own handle
+            # The database as opened here, forked: its file is mapped (shared, read-only), its caches
+            # still empty and from now on each worker's own.
             hot = max(1, settings.state_cache_size // workers)
-            return build_engine(settings, own, clock, exceptions, store=CompactStore(own.locate, hot))
+            return build_engine(settings, geo, clock, exceptions, store=CompactStore(geo.locate, hot))
 
         engine = ParallelEngine(workers, worker_engine)
     show = settings.progress == "always" or (settings.progress == "auto" and stderr.isatty())
