@@ -15,6 +15,7 @@ NATIVE_MODULES = (
     "reorder",
     "rules",
     "sources",
+    "statecodec",
 )
 PURE_PYTHON_ENV = "IMPOSSIBLE_TRAVEL_PURE_PYTHON"
 
