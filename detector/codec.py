@@ -95,6 +95,9 @@ def parse_json(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     return value
 
 
+_inet_pton, _AF_INET = socket.inet_pton, int(socket.AF_INET)  # (looked up once, not at every address)
+
+
 def normalise_ip(text: str) -> str:
     """Canonical text of an address: IPv4 dotted quad or compressed IPv6.
 
@@ -106,9 +109,6 @@ def normalise_ip(text: str) -> str:
         return text  # a dotted quad, already canonical: the common case, checked before any cache
     except OSError:
         return _normalise_other(text)
-
-
-_inet_pton, _AF_INET = socket.inet_pton, int(socket.AF_INET)  # (looked up once, not at every address)
 
 
 @lru_cache(maxsize=1 << 16)
