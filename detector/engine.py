@@ -175,7 +175,7 @@ class Engine:
         locate, current, get = self.locate, self._current, store.get
         by_result, by_outcome = tally.by_result, tally.by_outcome
         newest = tally.newest_event_time
-        quick_outcomes: list[str] = []  # (counted at the end: a Counter's += is a dozen calls)
+        outcomes: list[str] = []  # (counted at the end: a Counter's += is a dozen calls)
         for event in events:
             # The fields by position (model.SignIn): compiled, a tuple item, where an attribute is a lookup.
             user, ip, t, event_id, success = event[0], event[1], event[2], event[3], event[4]
@@ -194,26 +194,26 @@ class Engine:
             stored = changes[user] if user in changes else get(user)
             if stored is None and record is None:  # the account's first sign-in (rules.evaluate)
                 changes[user] = begin(event, location)
-                quick_outcomes.append("first")
+                outcomes.append("first")
                 continue
             state = current(stored)
             if state is not None and record is None:
                 # The common case without the Decision machinery (the same rule: rules.advance).
                 if is_duplicate(state, event_id):
                     by_result["duplicate"] += 1
-                    quick_outcomes.append("duplicate")
+                    outcomes.append("duplicate")
                     continue
                 visit = tuple.__new__(Visit, (event_id, ip, t, location))  # (model.py)
                 quick = advance(state, visit, success, policy)
                 if quick is not None:
                     changes[user] = quick[0]
-                    quick_outcomes.append(quick[1])
+                    outcomes.append(quick[1])
                     continue
             decision = evaluate(state, event, location, policy, now, record)
             if decision.state is not stored:
                 changes[user] = decision.state
             outcome = decision.outcome
-            by_outcome[outcome] += 1
+            outcomes.append(outcome)
             if outcome in ("plausible", "same_ip", "first"):
                 continue  # nothing else to count
             if outcome == "duplicate":
@@ -224,7 +224,7 @@ class Engine:
             for alert in decision.alerts:
                 tally.alerts_by_severity[alert.severity] += 1
                 result.alerts.append(alert)
-        by_outcome.update(quick_outcomes)
+        by_outcome.update(outcomes)
         tally.newest_event_time = newest
         # This batch's tally is fresh: every outcome but a duplicate is an evaluated sign-in.
         evaluated = sum(by_outcome.values()) - by_outcome["duplicate"]
