@@ -40,11 +40,6 @@ def compiled() -> dict[str, str]:
     return _native_state(HERE)[0]
 
 
-def stale() -> list[str]:
-    """The modules not as the last build should have left them (see ``detector._native_state``)."""
-    return _native_state(HERE)[1]
-
-
 def _built() -> list[str]:
     """Every file the last build left: the compiled modules and the group's shared library."""
     library = GROUP.rsplit(".", 1)[1] + "__mypyc"
@@ -131,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.action == "build":
-        if args.if_stale and compiled() and not stale():
+        found, old = _native_state(HERE)
+        if args.if_stale and found and not old:
             return 0
         return build()
     if args.action == "clean":
