@@ -17,6 +17,9 @@ NATIVE_MODULES = (
     "sources",
     "statecodec",
 )
+# Modules written in C for the same build (detector/<name>.c), each an accelerator that its Python
+# caller can do without: ``_canonical``, the common canonical line (codec.decode_batch).
+C_MODULES = ("_canonical",)
 PURE_PYTHON_ENV = "IMPOSSIBLE_TRAVEL_PURE_PYTHON"
 
 
@@ -33,20 +36,21 @@ def _native_state(here: str) -> tuple[dict[str, str], list[str]]:
     import os
     from importlib.machinery import EXTENSION_SUFFIXES
 
-    found = {}
+    found, sources = {}, {}
     for entry in sorted(os.listdir(here)):
         for suffix in EXTENSION_SUFFIXES:
             name = entry[: -len(suffix)]
-            if entry.endswith(suffix) and os.path.exists(os.path.join(here, name + ".py")):
-                found[name] = os.path.join(here, entry)
+            for source in (os.path.join(here, name + ".py"), os.path.join(here, name + ".c")):
+                if entry.endswith(suffix) and os.path.exists(source):
+                    found[name], sources[name] = os.path.join(here, entry), source
     if not found:
         return found, []
     stale = [
         name
-        for name in sorted(set(NATIVE_MODULES) | set(found))
+        for name in sorted(set(NATIVE_MODULES) | set(C_MODULES) | set(found))
         if name not in found
-        or name not in NATIVE_MODULES
-        or os.path.getmtime(found[name]) < os.path.getmtime(os.path.join(here, name + ".py"))
+        or name not in NATIVE_MODULES + C_MODULES
+        or os.path.getmtime(found[name]) < os.path.getmtime(sources[name])
     ]
     return found, stale
 
@@ -54,7 +58,8 @@ def _native_state(here: str) -> tuple[dict[str, str], list[str]]:
 def _run_sources_unless_native_is_current() -> None:
     """When the compiled hot modules are older than their sources (an edit since the last ``make
     setup``), or when IMPOSSIBLE_TRAVEL_PURE_PYTHON=1, every one of them is imported from its source:
-    never old code, and never half of each (compiled, they call one another directly)."""
+    never old code, and never half of each (compiled, they call one another directly). The C modules
+    then cannot be imported at all (their callers do without)."""
     import os
     import sys
 
@@ -79,6 +84,8 @@ def _run_sources_unless_native_is_current() -> None:
         @staticmethod
         def find_spec(fullname: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
             package, _, name = fullname.rpartition(".")
+            if package == __name__ and name in C_MODULES:
+                raise ModuleNotFoundError(f"{fullname}: the sources run", name=fullname)
             if package != __name__ or (name not in NATIVE_MODULES and name not in found):
                 return None
             return spec_from_file_location(fullname, os.path.join(here, name + ".py"))

@@ -13,6 +13,8 @@ from detector.codec import (
     parse_timestamp,
 )
 from detector.errors import InvalidEvent
+from detector.model import SignIn
+from tests.conftest import IN_CI
 
 
 def event(**fields: object) -> bytes:
@@ -310,3 +312,153 @@ def test_batch_decoding_of_odd_addresses_equals_one_by_one(ip: str) -> None:
     """The batch checks a dotted quad in place; anything else must meet the same fate as one by one."""
     raw = orjson.dumps({"user": "a", "ip": ip, "timestamp": "2024-03-04T00:00:00Z", "event_id": "e"})
     assert_batch_equals_one_by_one(raw)
+
+
+# -- the C decoder of the common line (detector/_canonical.c) -----------------------------------------
+
+import detector.codec as codec_module  # noqa: E402
+
+# Pieces of a canonical line: the first of each is plain, the others a small step away from the shape
+# the C decoder takes, so that lines fall on both sides of each of its checks, where it must agree with
+# the reference decoder.
+_PIECES = {
+    "user": [
+        b'"alice@example.org"',
+        b'"Zo\xc3\xab@example.org"',  # UTF-8
+        b'"\xe2\x80\x83"',  # all white space, not ASCII
+        b'"  "',
+        b'"a\\u0062"',  # an escape
+        b'"a\tb"',  # a raw control character
+        b'"\xff\xfe"',  # not UTF-8
+        b'"' + b"x" * 513 + b'"',
+        b'""',
+        b"null",
+        b"7",
+    ],
+    "ip": [
+        b'"81.2.69.10"',
+        b'"81.2.69.010"',
+        b'"81.2.69.256"',
+        b'"81.2.69"',
+        b'"255.255.255.255"',
+        b'"::ffff:81.2.69.10"',
+        b'"81.2.69.10:443"',
+        b'"2a02:c7f::1"',
+        b'" 81.2.69.10"',
+        b'"\xd9\xa1.2.3.4"',
+        b"null",
+    ],
+    "timestamp": [
+        b'"2024-03-15T23:59:35Z"',
+        b'"2024-03-15T23:59:35.7Z"',
+        b'"2024-03-15T23:59:35.123456Z"',
+        b'"2024-03-15T23:59:35.1234567Z"',
+        b'"2024-03-15T23:59:35.Z"',
+        b'"2024-02-29T12:00:00+05:30"',
+        b'"2023-02-29T12:00:00Z"',
+        b'"2100-02-29T12:00:00Z"',
+        b'"2000-02-29T12:00:00-23:59"',
+        b'"1990-01-01T00:30:00+01:00"',
+        b'"2099-12-31T23:30:00-01:00"',
+        b'"2024-03-15T24:00:00Z"',
+        b'"2024-03-15T23:60:00Z"',
+        b'"2024-03-15T23:59:60Z"',
+        b'"2024-13-15T23:59:35Z"',
+        b'"2024-03-15t23:59:35Z"',
+        b'"2024-03-15T23:59:35z"',
+        b'"2024-03-15T23:59:35+0530"',
+        b'"2024-03-15T23:59:35+24:00"',
+        b'"2024-03-15 23:59:35Z"',
+        b'"2024-03-15T23:59:35-00:00"',
+        b'"1989-12-31T23:59:59.999999Z"',
+        b'"2099-12-31T23:59:59.999999Z"',
+        b'"2024-03-15T23:59:35.000001+14:00"',
+        b'"0000-01-01T00:00:00Z"',
+        b'"1990-01-01T00:00:00Z"',
+        b'"2100-01-01T00:00:00Z"',
+        b'"2099-12-31T23:59:59.999999-00:01"',
+        b"1710547175",
+    ],
+    "event_id": [b'"e-1"', b'"  "', b'""', b"null", b"12", b'"\xc3\xa9"'],
+    "outcome": [b'"success"', b'"failure"', b'"SUCCESS"', b"null", b'""', b"true"],
+    "note": [b'"x"', b"null", b"1.5", b'{"a":1}', b"[1]", b'"\xc3\xa9"', b"true"],
+}
+_PLAIN = {name: pieces[0] for name, pieces in _PIECES.items()}  # every piece's first: the plain line
+_SPACE = st.sampled_from([b"", b"", b"", b"", b"", b" ", b"\t", b"\r\n", b"\x0b"])
+
+
+@st.composite
+def canonical_lines(draw: st.DrawFn) -> bytes:
+    """A plain line (the first choice of every piece) with, here and there, one piece changed."""
+    names = ["user", "ip", "timestamp", "event_id", *draw(st.sampled_from([[], ["outcome"], ["note"]]))]
+    if draw(st.integers(0, 5)) == 0:  # a field left out or given twice
+        names = names[1:] if draw(st.booleans()) else [*names, draw(st.sampled_from(names))]
+    names = draw(st.permutations(names))
+    members = []
+    for n in names:
+        value = draw(st.sampled_from(_PIECES[n])) if draw(st.integers(0, 3)) == 0 else _PLAIN[n]
+        members.append(b'"%s"' % n.encode() + draw(_SPACE) + b":" + draw(_SPACE) + value)
+    body = (draw(_SPACE) + b"," + draw(_SPACE)).join(members)
+    tail = draw(st.sampled_from([b"", b"", b"", b" ", b",", b"x", b"}"]))
+    return draw(_SPACE) + b"{" + draw(_SPACE) + body + draw(_SPACE) + b"}" + tail
+
+
+def _plain_line(**changed: bytes) -> bytes:
+    return b"{" + b",".join(b'"%s":%s' % (k.encode(), v) for k, v in (_PLAIN | changed).items()) + b"}"
+
+
+def _assert_c_decoder_agrees(raws: list[bytes]) -> None:
+    batch = [r if not isinstance(r, InvalidEvent) else ("invalid", r.reason) for r in decode_batch(raws)]
+    expected = []
+    for raw in raws:
+        try:
+            expected.append(decode_event(raw))
+        except InvalidEvent as exc:
+            expected.append(("invalid", exc.reason))
+    assert batch == expected
+    for got, want in zip(batch, expected, strict=True):
+        assert type(got) is type(want) and (not isinstance(got, SignIn) or type(got[2]) is float)
+
+
+needs_c = pytest.mark.skipif(codec_module._canonical is None, reason="the C module is not built (make setup)")
+
+
+@needs_c
+def test_the_c_decoder_agrees_on_every_single_change() -> None:
+    """Each piece changed on its own (a line of otherwise plain pieces), all at once."""
+    variants = [_plain_line(**{name: example}) for name, pieces in _PIECES.items() for example in pieces]
+    _assert_c_decoder_agrees(variants)
+
+
+@needs_c
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(canonical_lines(), min_size=1, max_size=8))
+def test_the_c_decoder_gives_what_the_reference_gives(raws: list[bytes]) -> None:
+    _assert_c_decoder_agrees(raws)
+
+
+def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
+    """What it takes, it decodes as the reference does; what it is not sure of, it leaves (None)."""
+    if codec_module._canonical is None:
+        if IN_CI:
+            pytest.fail("`make setup` must build detector/_canonical.c")
+        pytest.skip("the C module is not built (make setup)")
+    plain = [
+        b'{"timestamp":"2024-03-15T23:59:53.735Z","user":"ivan@ministry.example","ip":"176.96.151.155",'
+        b'"outcome":"failure","event_id":"8d0d6f60"}',
+        b' { "user" : "Zo\xc3\xab" , "ip":"1.2.3.4", "timestamp":"2024-02-29T23:59:59-05:00",'
+        b' "event_id":"x", "outcome": null, "device": "laptop", "tenant": null }',
+    ]
+    left = [
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z"}',  # no event id: derived
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":1}',
+        b'{"user":"a","user":"b","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
+        b'{"user":"a\\u0062","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
+        b'{"user":"a","ip":"::1","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53.1234567Z","event_id":"e"}',
+    ]
+    got = codec_module._canonical.decode(plain + left, 65536, 512, 1024, SignIn)
+    assert got[len(plain) :] == [None] * len(left)
+    assert got[: len(plain)] == [decode_event(raw) for raw in plain]
+    assert [type(s) for s in got[: len(plain)]] == [SignIn, SignIn]
+    assert got[0].time == 1710547193.735 and got[0].success is False and got[1].time == 1709269199.0

@@ -1,0 +1,332 @@
+/* The common canonical sign-in line, decoded in C (detector.codec.decode_batch calls it first).
+
+   A replay spends most of its decoding on lines of one shape: a flat JSON object whose values are
+   plain strings, with a dotted-quad address and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in
+   `Z` or `+HH:MM`. For each such line this gives the very `SignIn` that `codec.decode_batch` gives,
+   without building the parsed object, and for every other line it gives None: the Python decoder
+   then takes the line and decides (so what is valid, and every reason for a reject, stays defined in
+   one place, codec.py). It never accepts what the Python decoder would refuse: anything it is not sure
+   of (an escape, a control character, a number, a nested value, a repeated field, a missing event id,
+   a lower-case `t`, more than six fractional digits, an address that is not a plain dotted quad, a
+   value that is all white space) is None. tests/unit/test_codec.py holds the two equal.
+
+   decode(raws, max_bytes, max_user_chars, max_field_chars, signin_type) -> list[SignIn | None]
+*/
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <arpa/inet.h>
+#include <stdint.h>
+#include <string.h>
+
+/* codec.MIN_TIME and codec.MAX_TIME, in microseconds (1990-01-01 and 2100-01-01, UTC). */
+#define MIN_MICROS 631152000000000LL
+#define MAX_MICROS 4102444800000000LL
+
+typedef struct {
+    const char *start;
+    Py_ssize_t len;
+    int present; /* 0 absent, 1 a string, 2 null */
+    int ascii;   /* every byte below 0x80 */
+} Span;
+
+static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* A JSON string without escapes or control characters, from the opening quote at *p; 0 on any other. */
+static int read_string(const char **p, const char *end, Span *out)
+{
+    const char *s = *p + 1, *q = s;
+    int ascii = 1;
+    while (q < end) {
+        unsigned char c = (unsigned char)*q;
+        if (c == '"')
+            break;
+        if (c == '\\' || c < 0x20)
+            return 0;
+        if (c >= 0x80)
+            ascii = 0;
+        q++;
+    }
+    if (q >= end)
+        return 0;
+    out->start = s;
+    out->len = q - s;
+    out->present = 1;
+    out->ascii = ascii;
+    *p = q + 1;
+    return 1;
+}
+
+static int digits(const char *s, int n, int *value)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return 0;
+        v = v * 10 + (s[i] - '0');
+    }
+    *value = v;
+    return 1;
+}
+
+/* Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's days_from_civil). */
+static int64_t days_from_civil(int64_t y, int m, int d)
+{
+    y -= m <= 2;
+    int64_t era = (y >= 0 ? y : y - 399) / 400;
+    int64_t yoe = y - era * 400;
+    int64_t doy = (153 * (m + (m > 2 ? -3 : 9)) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    return era * 146097 + doe - 719468;
+}
+
+static int days_in_month(int y, int m)
+{
+    static const int days[] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+        return 29;
+    return days[m - 1];
+}
+
+/* The timestamp as epoch microseconds, when it has the plain shape and is a real instant within
+   1990-2099; 0 otherwise (the Python decoder then decides). */
+static int read_stamp(const Span *ts, int64_t *micros)
+{
+    const char *s = ts->start;
+    Py_ssize_t n = ts->len;
+    int offset_s = 0;
+    if (n >= 20 && s[n - 1] == 'Z') {
+        n -= 1;
+    }
+    else if (n >= 25 && s[n - 3] == ':' && (s[n - 6] == '+' || s[n - 6] == '-')) {
+        int hh, mm;
+        if (!digits(s + n - 5, 2, &hh) || !digits(s + n - 2, 2, &mm) || hh > 23 || mm > 59)
+            return 0;
+        offset_s = (hh * 3600 + mm * 60) * (s[n - 6] == '+' ? 1 : -1);
+        n -= 6;
+    }
+    else {
+        return 0;
+    }
+    int year, month, day, hour, minute, second, fraction = 0;
+    if (n < 19 || s[4] != '-' || s[7] != '-' || s[10] != 'T' || s[13] != ':' || s[16] != ':')
+        return 0;
+    if (!digits(s, 4, &year) || !digits(s + 5, 2, &month) || !digits(s + 8, 2, &day) ||
+        !digits(s + 11, 2, &hour) || !digits(s + 14, 2, &minute) || !digits(s + 17, 2, &second))
+        return 0;
+    if (n > 19) { /* a fraction of one to six digits */
+        int k = (int)(n - 20);
+        if (s[19] != '.' || k < 1 || k > 6 || !digits(s + 20, k, &fraction))
+            return 0;
+        for (; k < 6; k++)
+            fraction *= 10;
+    }
+    if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month) || hour > 23 ||
+        minute > 59 || second > 59)
+        return 0;
+    int64_t seconds = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second;
+    int64_t value = (seconds - offset_s) * 1000000 + fraction;
+    if (value < MIN_MICROS || value >= MAX_MICROS)
+        return 0;
+    *micros = value;
+    return 1;
+}
+
+/* A text field as str: within 1..limit characters and not all white space; NULL (no error set)
+   when it is not sure. */
+static PyObject *text(const Span *f, Py_ssize_t limit)
+{
+    if (f->len == 0)
+        return NULL;
+    int visible = 0; /* an ASCII character that is not white space: then str.isspace() is False */
+    for (Py_ssize_t i = 0; i < f->len; i++) {
+        unsigned char c = (unsigned char)f->start[i];
+        if (c < 0x80 && c != ' ') {
+            visible = 1;
+            break;
+        }
+    }
+    if (!visible)
+        return NULL;
+    PyObject *value = f->ascii ? PyUnicode_FromStringAndSize(f->start, f->len)
+                               : PyUnicode_DecodeUTF8(f->start, f->len, "strict");
+    if (value == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    if (PyUnicode_GET_LENGTH(value) > limit) {
+        Py_DECREF(value);
+        return NULL;
+    }
+    return value;
+}
+
+static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user, Py_ssize_t max_field,
+                             PyTypeObject *signin)
+{
+    const char *end = p + size;
+    Span user = {0}, ip = {0}, ts = {0}, eid = {0}, outcome = {0};
+    while (p < end && is_ws(*p))
+        p++;
+    if (p >= end || *p != '{')
+        return NULL;
+    p++;
+    for (;;) {
+        while (p < end && is_ws(*p))
+            p++;
+        if (p >= end || *p != '"')
+            return NULL; /* (an empty object has no user: the Python decoder says so) */
+        Span key;
+        if (!read_string(&p, end, &key) || !key.ascii)
+            return NULL;
+        while (p < end && is_ws(*p))
+            p++;
+        if (p >= end || *p != ':')
+            return NULL;
+        p++;
+        while (p < end && is_ws(*p))
+            p++;
+        Span value = {0};
+        if (p < end && *p == '"') {
+            if (!read_string(&p, end, &value))
+                return NULL;
+        }
+        else if (end - p >= 4 && memcmp(p, "null", 4) == 0) {
+            value.present = 2;
+            p += 4;
+        }
+        else {
+            return NULL; /* a number, a boolean, an object, an array: the Python decoder's */
+        }
+        Span *slot = NULL;
+        if (key.len == 4 && memcmp(key.start, "user", 4) == 0)
+            slot = &user;
+        else if (key.len == 2 && memcmp(key.start, "ip", 2) == 0)
+            slot = &ip;
+        else if (key.len == 9 && memcmp(key.start, "timestamp", 9) == 0)
+            slot = &ts;
+        else if (key.len == 8 && memcmp(key.start, "event_id", 8) == 0)
+            slot = &eid;
+        else if (key.len == 7 && memcmp(key.start, "outcome", 7) == 0)
+            slot = &outcome;
+        if (slot != NULL) {
+            if (slot->present)
+                return NULL; /* a field given twice */
+            *slot = value;
+        }
+        else if (value.present == 1 && !value.ascii) {
+            return NULL; /* (its UTF-8 is for the Python decoder to check) */
+        }
+        while (p < end && is_ws(*p))
+            p++;
+        if (p < end && *p == ',') {
+            p++;
+            continue;
+        }
+        if (p < end && *p == '}') {
+            p++;
+            break;
+        }
+        return NULL;
+    }
+    while (p < end && is_ws(*p))
+        p++;
+    if (p != end)
+        return NULL;
+    if (user.present != 1 || ip.present != 1 || ts.present != 1 || eid.present != 1 || !ip.ascii ||
+        !ts.ascii)
+        return NULL;
+    int success = 1;
+    if (outcome.present == 1) {
+        if (outcome.len == 7 && memcmp(outcome.start, "success", 7) == 0)
+            success = 1;
+        else if (outcome.len == 7 && memcmp(outcome.start, "failure", 7) == 0)
+            success = 0;
+        else
+            return NULL;
+    }
+    /* A dotted quad that inet_pton takes, as socket.inet_pton does for codec.normalise_ip. */
+    char address[16];
+    unsigned char packed[4];
+    if (ip.len < 7 || ip.len > 15)
+        return NULL;
+    memcpy(address, ip.start, ip.len);
+    address[ip.len] = '\0';
+    if (inet_pton(AF_INET, address, packed) != 1)
+        return NULL;
+    int64_t micros;
+    if (!read_stamp(&ts, &micros))
+        return NULL;
+
+    PyObject *u = text(&user, max_user);
+    if (u == NULL)
+        return NULL;
+    PyObject *e = text(&eid, max_field);
+    if (e == NULL) {
+        Py_DECREF(u);
+        return NULL;
+    }
+    PyObject *a = PyUnicode_FromStringAndSize(ip.start, ip.len);
+    PyObject *t = PyFloat_FromDouble((double)micros / 1e6); /* as numpy's micros / 1e6 */
+    PyObject *row = signin->tp_alloc(signin, 7);
+    if (a == NULL || t == NULL || row == NULL) {
+        Py_DECREF(u);
+        Py_DECREF(e);
+        Py_XDECREF(a);
+        Py_XDECREF(t);
+        Py_XDECREF(row);
+        return NULL; /* (out of memory: the caller sees the error) */
+    }
+    PyTuple_SET_ITEM(row, 0, u);
+    PyTuple_SET_ITEM(row, 1, a);
+    PyTuple_SET_ITEM(row, 2, t);
+    PyTuple_SET_ITEM(row, 3, e);
+    PyTuple_SET_ITEM(row, 4, Py_NewRef(success ? Py_True : Py_False));
+    PyTuple_SET_ITEM(row, 5, Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(row, 6, Py_NewRef(Py_False));
+    return row;
+}
+
+static PyObject *decode(PyObject *self, PyObject *args)
+{
+    PyObject *raws;
+    Py_ssize_t max_bytes, max_user, max_field;
+    PyTypeObject *signin;
+    if (!PyArg_ParseTuple(args, "O!nnnO!", &PyList_Type, &raws, &max_bytes, &max_user, &max_field,
+                          &PyType_Type, &signin))
+        return NULL;
+    if (!PyType_IsSubtype(signin, &PyTuple_Type)) {
+        PyErr_SetString(PyExc_TypeError, "signin_type must be a tuple type");
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(raws);
+    PyObject *out = PyList_New(n);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *raw = PyList_GET_ITEM(raws, i);
+        PyObject *row = NULL;
+        if (PyBytes_Check(raw) && PyBytes_GET_SIZE(raw) <= max_bytes) {
+            row = decode_line(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), max_user, max_field, signin);
+            if (row == NULL && PyErr_Occurred()) {
+                Py_DECREF(out);
+                return NULL;
+            }
+        }
+        PyList_SET_ITEM(out, i, row != NULL ? row : Py_NewRef(Py_None));
+    }
+    return out;
+}
+
+static PyMethodDef methods[] = {
+    {"decode", decode, METH_VARARGS,
+     "decode(raws, max_bytes, max_user_chars, max_field_chars, signin_type) -> list: the SignIn of each "
+     "line of the common canonical shape, None for any other (for the Python decoder)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "detector._canonical", "The common canonical sign-in line, decoded in C.", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__canonical(void) { return PyModule_Create(&module); }
