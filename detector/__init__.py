@@ -17,9 +17,9 @@ NATIVE_MODULES = (
     "sources",
     "statecodec",
 )
-# Modules written in C for the same build (detector/<name>.c), each an accelerator that its Python
-# caller can do without: ``_canonical``, the common canonical line (codec.decode_batch).
-C_MODULES = ("_canonical",)
+# Modules written in C for the same build (detector/<name>.c), each with a Python twin that does the
+# same where it is not built: ``_speedups`` (model.make, codec.decode_batch).
+C_MODULES = ("_speedups",)
 PURE_PYTHON_ENV = "IMPOSSIBLE_TRAVEL_PURE_PYTHON"
 
 

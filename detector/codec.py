@@ -9,7 +9,6 @@ followed by detail after a colon.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import ipaddress
 import math
 import re
@@ -24,18 +23,7 @@ import numpy as np
 import orjson
 
 from detector.errors import InvalidEvent
-from detector.model import Alert, Location, SignIn, Visit, utc_text
-
-
-def _accelerator() -> Any:
-    """The common canonical line in C (detector/_canonical.c, built by `make setup`), if built."""
-    try:
-        return importlib.import_module("detector._canonical")
-    except ImportError:
-        return None
-
-
-_canonical = _accelerator()
+from detector.model import SPEEDUPS, Alert, Location, SignIn, Visit, make, utc_text
 
 # Accepted event times: anything outside is a broken clock or a broken record, not a sign-in.
 MIN_TIME = 631152000.0  # 1990-01-01T00:00:00Z
@@ -233,10 +221,10 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
     with ``Z`` or a ``+HH:MM`` offset)
     is checked inline and all such timestamps are parsed in one numpy call; anything else goes through
     ``decode_event`` itself, so the two cannot disagree on what is valid. Where the C module is built,
-    it takes the lines of the plainest shape first and leaves the others to this (see _canonical.c)."""
-    if _canonical is None:
+    it takes the lines of the plainest shape first and leaves the others to this (see _speedups.c)."""
+    if SPEEDUPS is None:
         return _decode_batch(raws, limits)
-    fast: list[Any] = _canonical.decode(
+    fast: list[Any] = SPEEDUPS.decode_canonical(
         raws if type(raws) is list else list(raws),
         limits.max_event_bytes,
         limits.max_user_chars,
@@ -305,7 +293,7 @@ def _decode_batch(raws: Sequence[bytes], limits: Limits) -> list[SignIn | Invali
                 out[i] = _decode_one(raws[i], limits)
             else:
                 eid = eid if eid is not None else derive_event_id(user, address, t, success)
-                out[i] = tuple.__new__(SignIn, (user, address, t, eid, success, None, False))  # (model.py)
+                out[i] = make(SignIn, user, address, t, eid, success, None, False)
     return out
 
 

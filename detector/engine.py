@@ -16,8 +16,8 @@ from functools import lru_cache
 from typing import Protocol
 
 from detector.codec import reason_code
-from detector.model import AccountState, Alert, DatabaseInfo, Location, SignIn, Visit
-from detector.rules import Candidate, Policy, advance, begin, evaluate, is_duplicate
+from detector.model import AccountState, Alert, DatabaseInfo, Location, SignIn, Visit, make
+from detector.rules import Candidate, Policy, advance, evaluate, first_state, is_duplicate
 from detector.state import StateStore
 
 Clock = Callable[[], float]
@@ -130,7 +130,10 @@ class Engine:
     def locate(self, event: SignIn) -> Location | None:
         """Where the sign-in was: the GeoIP database, else (when allowed) the identity provider's own.
         An address the provider flagged as a proxy counts as a hosting/VPN network."""
-        location = self.geo.locate(event.ip)
+        return self._with_vendor(event, self.geo.locate(event.ip))
+
+    def _with_vendor(self, event: SignIn, location: Location | None) -> Location | None:
+        """``locate``, given the database's answer."""
         if location is None:
             if not self.use_vendor_location:
                 return None
@@ -172,7 +175,10 @@ class Engine:
         events = events if isinstance(events, list) else list(events)
         evaluate_failures = policy.evaluate_failures
         self.geo.prefetch([e.ip for e in events if e.success or evaluate_failures])
-        locate, current, get = self.locate, self._current, store.get
+        geo_locate, get = self.geo.locate, store.get
+        # Visits need locating again only once the resolver has taken another database (``_current``).
+        relocate = self.geo.database is not self._first_database
+        any_trusted = bool(trusted)
         by_result, by_outcome = tally.by_result, tally.by_outcome
         newest = tally.newest_event_time
         outcomes: list[str] = []  # (counted at the end: a Counter's += is a dozen calls)
@@ -184,26 +190,28 @@ class Engine:
             if not success and not evaluate_failures:
                 by_result["failure_ignored"] += 1
                 continue
-            if trusted and trusted.contains(ip):
+            if any_trusted and trusted.contains(ip):
                 by_result["trusted"] += 1
                 continue
-            location = locate(event)
-            if location is None:
-                by_result["no_location"] += 1
-                continue
+            location = geo_locate(ip)
+            if location is None or event[6]:  # (6: proxy) the provider's location or flag: ``locate``
+                location = self._with_vendor(event, location)
+                if location is None:
+                    by_result["no_location"] += 1
+                    continue
             stored = changes[user] if user in changes else get(user)
             if stored is None and record is None:  # the account's first sign-in (rules.evaluate)
-                changes[user] = begin(event, location)
+                changes[user] = first_state(event_id, ip, t, success, location)
                 outcomes.append("first")
                 continue
-            state = current(stored)
+            state = self._current(stored) if relocate else stored
             if state is not None and record is None:
                 # The common case without the Decision machinery (the same rule: rules.advance).
                 if is_duplicate(state, event_id):
                     by_result["duplicate"] += 1
                     outcomes.append("duplicate")
                     continue
-                visit = tuple.__new__(Visit, (event_id, ip, t, location))  # (model.py)
+                visit: Visit = make(Visit, event_id, ip, t, location)
                 quick = advance(state, visit, success, policy)
                 if quick is not None:
                     changes[user] = quick[0]
@@ -224,7 +232,8 @@ class Engine:
             for alert in decision.alerts:
                 tally.alerts_by_severity[alert.severity] += 1
                 result.alerts.append(alert)
-        by_outcome.update(outcomes)
+        for kind in set(outcomes):  # (a few kinds: a count of each, not a dict update per sign-in)
+            by_outcome[kind] += outcomes.count(kind)
         tally.newest_event_time = newest
         # This batch's tally is fresh: every outcome but a duplicate is an evaluated sign-in.
         evaluated = sum(by_outcome.values()) - by_outcome["duplicate"]

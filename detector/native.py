@@ -13,10 +13,11 @@ bytes each against 175-191 with it interpreted (the memory benchmark, 10^6 accou
 replay's instructions. Its codec (``statecodec``: packing an idle account, and every changelog record)
 is compiled: 190 B an account with it.
 
-Beside them, one module written in C (``detector.C_MODULES``): ``_canonical``, which decodes the common
+Beside them, one module written in C (``detector.C_MODULES``), ``_speedups``: it decodes the common
 canonical line (a flat object of plain strings) straight into a ``SignIn``, where parsing it into a
-dict and checking each field took 15,700 instructions a line; anything else it leaves to
-``codec.decode_batch``, which stays the definition of what is valid.
+dict and checking each field took 15,700 instructions a line (anything else it leaves to
+``codec.decode_batch``, which stays the definition of what is valid), and it makes the hot path's
+named tuples (``model.make``).
 
 ``make setup`` runs ``python -m detector.native build``. A compiled module older than its source would
 silently run old code after an edit, so ``detector/__init__.py`` then imports every one of them from

@@ -77,7 +77,7 @@ def _shares(events: list[SignIn], n: int) -> list[list[int]]:
 
 def _events(columns: Columns) -> list[SignIn]:
     users, ips, times, ids, success, special = columns
-    # (tuple.__new__, as on the rest of the hot path: see model.py)
+    # (tuple.__new__ mapped over the batch in C: a named tuple's own __new__ is Python; see model.py)
     fields = zip(users, ips, times, ids, map(bool, success), repeat(None), repeat(False))
     events: list[SignIn] = list(map(tuple.__new__, repeat(SignIn), fields))
     for i, event in special.items():

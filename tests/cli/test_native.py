@@ -44,9 +44,9 @@ def test_the_hot_modules_are_the_compiled_ones(compiled: dict[str, str]) -> None
                 check=True,
             )
             assert res.stdout.decode().strip() == expected and not res.stderr
-    # The C decoder (detector/_canonical.c) is used with them, and never with the sources.
-    code = "import detector.codec as c; print(c._canonical.__file__ if c._canonical else None)"
-    for pure, expected in (("", compiled["_canonical"]), ("1", "None")):
+    # The C decoder (detector/_speedups.c) is used with them, and never with the sources.
+    code = "import detector.model as m; print(m.SPEEDUPS.__file__ if m.SPEEDUPS else None)"
+    for pure, expected in (("", compiled["_speedups"]), ("1", "None")):
         res = subprocess.run(
             [sys.executable, "-c", code], capture_output=True, cwd=ROOT, env=env | {PURE_PYTHON_ENV: pure}
         )

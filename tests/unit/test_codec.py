@@ -314,7 +314,7 @@ def test_batch_decoding_of_odd_addresses_equals_one_by_one(ip: str) -> None:
     assert_batch_equals_one_by_one(raw)
 
 
-# -- the C decoder of the common line (detector/_canonical.c) -----------------------------------------
+# -- the C decoder of the common line (detector/_speedups.c) -----------------------------------------
 
 import detector.codec as codec_module  # noqa: E402
 
@@ -420,7 +420,7 @@ def _assert_c_decoder_agrees(raws: list[bytes]) -> None:
         assert type(got) is type(want) and (not isinstance(got, SignIn) or type(got[2]) is float)
 
 
-needs_c = pytest.mark.skipif(codec_module._canonical is None, reason="the C module is not built (make setup)")
+needs_c = pytest.mark.skipif(codec_module.SPEEDUPS is None, reason="the C module is not built (make setup)")
 
 
 @needs_c
@@ -439,9 +439,9 @@ def test_the_c_decoder_gives_what_the_reference_gives(raws: list[bytes]) -> None
 
 def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
     """What it takes, it decodes as the reference does; what it is not sure of, it leaves (None)."""
-    if codec_module._canonical is None:
+    if codec_module.SPEEDUPS is None:
         if IN_CI:
-            pytest.fail("`make setup` must build detector/_canonical.c")
+            pytest.fail("`make setup` must build detector/_speedups.c")
         pytest.skip("the C module is not built (make setup)")
     plain = [
         b'{"timestamp":"2024-03-15T23:59:53.735Z","user":"ivan@ministry.example","ip":"176.96.151.155",'
@@ -457,7 +457,7 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
         b'{"user":"a","ip":"::1","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53.1234567Z","event_id":"e"}',
     ]
-    got = codec_module._canonical.decode(plain + left, 65536, 512, 1024, SignIn)
+    got = codec_module.SPEEDUPS.decode_canonical(plain + left, 65536, 512, 1024, SignIn)
     assert got[len(plain) :] == [None] * len(left)
     assert got[: len(plain)] == [decode_event(raw) for raw in plain]
     assert [type(s) for s in got[: len(plain)]] == [SignIn, SignIn]
