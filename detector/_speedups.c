@@ -1,4 +1,4 @@
-/* Two pieces of the hot path in C, each with a Python twin that does the same where this is not built
+/* Pieces of the hot path in C, each with a Python twin that does the same where this is not built
    (detector/native.py builds it with the compiled modules; `make setup`).
 
    make(cls, *fields) -> cls: a named tuple from its fields in order, exactly as tuple.__new__(cls,
@@ -6,6 +6,9 @@
    tuple.__new__, a compiled caller paid 1,100 to 1,800 instructions for each, here about 200.
 
    decode_canonical(...): the common canonical sign-in line (codec.decode_batch calls it first).
+
+   tree_find(...): a MaxMind DB search tree walked for many IPv4 addresses (geoip.SearchTree.find,
+   whose numpy walk is its twin: 32 numpy steps over a batch cost about 7,000 instructions an address).
 
    A replay spends most of its decoding on lines of one shape: a flat JSON object whose values are
    plain strings, with a dotted-quad address and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in
@@ -325,6 +328,60 @@ static PyObject *decode_canonical(PyObject *self, PyObject *args)
     return out;
 }
 
+/* tree_find(tree, addresses, node_count, record_size, ipv4_start) -> bytearray of int64: for each
+   address (4 bytes, big-endian, one after another) the data-section offset of its record, or -1 when
+   it has none (the walk ends at the node count, or is still inside the tree after 32 bits). */
+static PyObject *tree_find(PyObject *self, PyObject *args)
+{
+    Py_buffer tree, addresses;
+    Py_ssize_t node_count, record_size, start;
+    if (!PyArg_ParseTuple(args, "y*y*nnn", &tree, &addresses, &node_count, &record_size, &start))
+        return NULL;
+    PyObject *out = NULL;
+    if ((record_size != 24 && record_size != 28 && record_size != 32) || addresses.len % 4 != 0) {
+        PyErr_SetString(PyExc_ValueError, "tree_find: record size 24, 28 or 32; 4 bytes an address");
+        goto done;
+    }
+    Py_ssize_t n = addresses.len / 4, node_bytes = record_size / 4;
+    out = PyByteArray_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (out == NULL)
+        goto done;
+    const unsigned char *base = tree.buf, *in = addresses.buf;
+    int64_t *found = (int64_t *)PyByteArray_AS_STRING(out);
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t address = (uint32_t)in[4 * i] << 24 | (uint32_t)in[4 * i + 1] << 16 |
+                           (uint32_t)in[4 * i + 2] << 8 | in[4 * i + 3];
+        int64_t node = start;
+        for (int bit = 31; bit >= 0 && node < node_count; bit--) {
+            if ((node + 1) * node_bytes > tree.len) {
+                PyErr_SetString(PyExc_IndexError, "tree_find: a node past the end of the file");
+                Py_CLEAR(out);
+                goto done;
+            }
+            const unsigned char *p = base + node * node_bytes;
+            int right = (address >> bit) & 1;
+            if (record_size == 24) {
+                p += 3 * right;
+                node = (int64_t)p[0] << 16 | p[1] << 8 | p[2];
+            }
+            else if (record_size == 28) {
+                int64_t high = right ? (p[3] & 0x0F) : (p[3] >> 4);
+                p += 4 * right;
+                node = high << 24 | (int64_t)p[0] << 16 | p[1] << 8 | p[2];
+            }
+            else {
+                p += 4 * right;
+                node = (int64_t)p[0] << 24 | (int64_t)p[1] << 16 | p[2] << 8 | p[3];
+            }
+        }
+        found[i] = node > node_count ? node - node_count - 16 : -1;
+    }
+done:
+    PyBuffer_Release(&tree);
+    PyBuffer_Release(&addresses);
+    return out;
+}
+
 static PyObject *make(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || !PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], &PyTuple_Type)) {
@@ -343,6 +400,9 @@ static PyObject *make(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef methods[] = {
     {"make", (PyCFunction)(void (*)(void))make, METH_FASTCALL,
      "make(cls, *fields) -> cls: as tuple.__new__(cls, fields)."},
+    {"tree_find", tree_find, METH_VARARGS,
+     "tree_find(tree, addresses, node_count, record_size, ipv4_start) -> bytearray: as "
+     "geoip.SearchTree.find (addresses 4 bytes each, big-endian; offsets as int64, -1 for none)."},
     {"decode_canonical", decode_canonical, METH_VARARGS,
      "decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, signin_type) -> list: the "
      "SignIn of each line of the common canonical shape, None for any other (for the Python decoder)."},

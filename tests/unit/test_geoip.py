@@ -9,6 +9,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -228,6 +229,32 @@ def test_batch_lookup_on_every_record_size(
     path = _city_db_with_record_size(tmp_path, monkeypatch, record_size)
     ips = _mixed_addresses(1000, seed=record_size)
     assert _together(path, ips)[0] == _one_at_a_time(path, ips)
+
+
+def _walks_agree(path: str, ips: list[str]) -> np.ndarray:
+    """The search tree's walk in C (where built) and in numpy give the same record to every address."""
+    tree = GeoIP(path)._tree
+    assert tree is not None
+    addresses = np.array([int(ipaddress.IPv4Address(ip)) for ip in ips], np.int64)
+    walked = tree.walk(addresses)
+    assert tree.find(addresses).tolist() == walked.tolist()
+    return walked
+
+
+@pytest.mark.parametrize("record_size", [24, 28, 32])
+def test_the_tree_walks_agree_on_every_record_size(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record_size: int
+) -> None:
+    path = _city_db_with_record_size(tmp_path, monkeypatch, record_size)
+    ips = [ip for ip in _mixed_addresses(1000, seed=record_size) if ":" not in ip]
+    walked = _walks_agree(path, [*ips, "0.0.0.0", "255.255.255.255"])
+    assert (walked >= 0).sum() > 100 and (walked == -1).sum() > 10
+
+
+def test_the_tree_walks_agree_on_the_real_database(real_db: str) -> None:
+    rng = random.Random(11)
+    walked = _walks_agree(real_db, [str(ipaddress.IPv4Address(rng.getrandbits(32))) for _ in range(20000)])
+    assert (walked >= 0).sum() > 5000 and (walked == -1).sum() > 1000
 
 
 def test_batch_lookup_on_the_real_database(real_db: str) -> None:
