@@ -172,6 +172,13 @@ class CompactStore:
 
     def put_many(self, changes: Mapping[str, AccountState]) -> None:
         hot = self._hot
+        if len(self._free) == len(self._sizes) and len(hot) + len(changes) <= self.hot_size:
+            # Nothing packed, room for all: the batch in two dict operations, not two a change (those
+            # it already held go to the end, in the batch's order, as ``put`` would move them).
+            for user in hot.keys() & changes.keys():
+                del hot[user]
+            hot.update(changes)
+            return
         for user, state in changes.items():  # (``put``'s common cases inline)
             if user in hot:
                 del hot[user]

@@ -46,3 +46,22 @@ def test_make_gives_what_tuple_new_gives(maker: object) -> None:
 def test_make_refuses_what_is_not_a_tuple_type(maker: object) -> None:
     with pytest.raises(TypeError):
         maker(dict, "a")  # type: ignore[operator]
+
+
+SLOTTED = [pytest.param(model._make_slotted, id="python")]
+if model.SPEEDUPS is not None:
+    SLOTTED.append(pytest.param(model.SPEEDUPS.make_slotted, id="c"))
+
+
+@pytest.mark.parametrize("maker", SLOTTED)
+def test_make_slotted_gives_the_object_the_dataclass_gives(maker: object) -> None:
+    from detector.model import Location
+
+    values = (48.85, 2.35, 20.0, "FR", "Paris", False, None, "geoip", 3215, "Orange", "mobile", "FR|Paris|49,2")  # fmt: skip
+    made = maker(Location, model._LOCATION_SLOTS, *values)  # type: ignore[operator]
+    reference = Location(*values)
+    assert type(made) is Location and made == reference and hash(made) == hash(reference)
+    assert repr(made) == repr(reference) and made.place == reference.place == "FR|Paris|49,2"
+    assert pickle.loads(pickle.dumps(made)) == reference
+    with pytest.raises(TypeError):
+        maker(Location, model._LOCATION_SLOTS, *values[:-1])  # type: ignore[operator]
