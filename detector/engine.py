@@ -175,7 +175,9 @@ class Engine:
         events = events if isinstance(events, list) else list(events)
         evaluate_failures = policy.evaluate_failures
         self.geo.prefetch([e.ip for e in events if e.success or evaluate_failures])
-        geo_locate, get = self.geo.locate, store.get
+        geo_locate = self.geo.locate
+        # The batch's accounts as the store holds them, in one call (the store may be interpreted code).
+        held = store.get_many({event[0] for event in events})  # (0: user)
         # Visits need locating again only once the resolver has taken another database (``_current``).
         relocate = self.geo.database is not self._first_database
         any_trusted = bool(trusted)
@@ -199,7 +201,7 @@ class Engine:
                 if location is None:
                     by_result["no_location"] += 1
                     continue
-            stored = changes[user] if user in changes else get(user)
+            stored = changes[user] if user in changes else held.get(user)
             if stored is None and record is None:  # the account's first sign-in (rules.evaluate)
                 changes[user] = first_state(event_id, ip, t, success, location)
                 outcomes.append("first")

@@ -81,7 +81,8 @@ def test_vendor_and_proxy_locations_survive_and_a_forgotten_address_keeps_its_co
 
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["put", "put_many", "get", "delete"]), st.integers(0, 30), states), max_size=200
+    st.tuples(st.sampled_from(["put", "put_many", "get", "get_many", "delete"]), st.integers(0, 30), states),
+    max_size=200,
 )
 
 
@@ -100,6 +101,9 @@ def test_compact_store_is_a_dict(operations: list, hot: int) -> None:
             model.put_many(changes)
         elif op == "get":
             assert store.get(user) == model.get(user)
+        elif op == "get_many":  # a batch's accounts: this one and two after it, some without state
+            users = [f"user-{m}" for m in (n, n + 1, n + 2)]
+            assert store.get_many(users) == model.get_many(users)
         else:
             store.delete(user)
             model.delete(user)
