@@ -45,28 +45,39 @@ typedef struct {
 
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
 
+/* What a byte is inside a JSON string: plain ASCII, the closing quote, one this decoder leaves to the
+   Python one (a backslash, a control character), or the start or part of a character beyond ASCII. */
+enum { PLAIN, QUOTE, REFUSED, HIGH };
+static unsigned char kinds[256];
+
+static void init_kinds(void)
+{
+    for (int c = 0; c < 256; c++)
+        kinds[c] = c < 0x20 || c == '\\' ? REFUSED : c == '"' ? QUOTE : c >= 0x80 ? HIGH : PLAIN;
+}
+
 /* A JSON string without escapes or control characters, from the opening quote at *p; 0 on any other. */
 static int read_string(const char **p, const char *end, Span *out)
 {
-    const char *s = *p + 1, *q = s;
+    const unsigned char *s = (const unsigned char *)*p + 1, *q = s, *stop = (const unsigned char *)end;
     int ascii = 1;
-    while (q < end) {
-        unsigned char c = (unsigned char)*q;
-        if (c == '"')
-            break;
-        if (c == '\\' || c < 0x20)
+    for (;; q++) {
+        if (q >= stop)
             return 0;
-        if (c >= 0x80)
-            ascii = 0;
-        q++;
+        unsigned char kind = kinds[*q];
+        if (kind == PLAIN)
+            continue;
+        if (kind == QUOTE)
+            break;
+        if (kind == REFUSED)
+            return 0;
+        ascii = 0;
     }
-    if (q >= end)
-        return 0;
-    out->start = s;
+    out->start = (const char *)s;
     out->len = q - s;
     out->present = 1;
     out->ascii = ascii;
-    *p = q + 1;
+    *p = (const char *)q + 1;
     return 1;
 }
 
@@ -451,6 +462,7 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__speedups(void)
 {
+    init_kinds();
     no_args = PyTuple_New(0);
     return no_args == NULL ? NULL : PyModule_Create(&module);
 }
