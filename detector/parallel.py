@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import traceback
+from array import array
 from collections.abc import Callable, Iterable
 from itertools import repeat
 from multiprocessing.connection import Connection
@@ -51,11 +52,26 @@ def resolve_workers(setting: int, input_bytes: int) -> int:
     return max(1, min(AUTO_MAX_WORKERS, available_cpus()))
 
 
-# What goes down the pipe for a batch: its sign-ins as columns (far cheaper to pickle than a tuple
-# each), with the rare ones carrying a vendor location or proxy flag sent whole.
+# What goes down the pipe for a batch: its sign-ins as columns, the text ones each one string (see
+# ``_text``), the times packed as doubles, and the rare sign-ins with a vendor location or proxy flag
+# sent whole.
 Columns = tuple[
-    tuple[str, ...], tuple[str, ...], tuple[float, ...], tuple[str, ...], bytes, dict[int, SignIn]
+    str | tuple[str, ...], str | tuple[str, ...], bytes, str | tuple[str, ...], bytes, dict[int, SignIn]
 ]
+
+# Joins a column's texts: a column of one string pickles in one piece, where pickle writes (and
+# remembers, in its memo) every string of a tuple on its own: most of the parent's cost of a batch.
+_SEPARATOR = "\x00"
+
+
+def _text(values: tuple[str, ...]) -> str | tuple[str, ...]:
+    """The column as one string, unless a value holds the separator (then as it is)."""
+    joined = _SEPARATOR.join(values)
+    return joined if joined.count(_SEPARATOR) == len(values) - 1 else values
+
+
+def _texts(column: str | tuple[str, ...]) -> list[str] | tuple[str, ...]:
+    return column.split(_SEPARATOR) if isinstance(column, str) else column
 
 
 def _columns(events: list[SignIn]) -> Columns:
@@ -65,7 +81,7 @@ def _columns(events: list[SignIn]) -> Columns:
         if vendor.count(None) < len(vendor) or any(proxy)
         else {}
     )
-    return users, ips, times, ids, bytes(success), special
+    return _text(users), _text(ips), array("d", times).tobytes(), _text(ids), bytes(success), special
 
 
 def _shares(events: list[SignIn], n: int) -> list[list[int]]:
@@ -76,9 +92,19 @@ def _shares(events: list[SignIn], n: int) -> list[list[int]]:
 
 
 def _events(columns: Columns) -> list[SignIn]:
-    users, ips, times, ids, success, special = columns
+    users, ips, packed, ids, success, special = columns
+    times = array("d")
+    times.frombytes(packed)
     # (tuple.__new__ mapped over the batch in C: a named tuple's own __new__ is Python; see model.py)
-    fields = zip(users, ips, times, ids, map(bool, success), repeat(None), repeat(False))
+    fields = zip(
+        _texts(users),
+        _texts(ips),
+        times.tolist(),
+        _texts(ids),
+        map(bool, success),
+        repeat(None),
+        repeat(False),
+    )
     events: list[SignIn] = list(map(tuple.__new__, repeat(SignIn), fields))
     for i, event in special.items():
         events[i] = event
