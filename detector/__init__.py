@@ -15,6 +15,7 @@ NATIVE_MODULES = (
     "reorder",
     "rules",
     "sources",
+    "state",
     "statecodec",
 )
 # Modules written in C for the same build (detector/<name>.c), each with a Python twin that does the

@@ -8,10 +8,12 @@ compares), less time. Nothing else changes: where the build cannot run (no C com
 container image) the sources run as they are.
 
 The list (``detector.NATIVE_MODULES``) leaves out the model (its frozen dataclasses must pickle as
-they are between replay workers) and the state store (``state``): compiled, its accounts took 202
-bytes each against 175-191 with it interpreted (the memory benchmark, 10^6 accounts), for 3% of a
-replay's instructions. Its codec (``statecodec``: packing an idle account, and every changelog record)
-is compiled: 190 B an account with it.
+they are between replay workers). The state store (``state``) was left out too while, compiled, its
+accounts took 202 bytes each against 175-191 interpreted: its index grew by calling ``__init__`` again,
+which a compiled class does without releasing the old tables. Growing through ``_allocate`` instead,
+it takes 176 B compiled (the memory benchmark, 10^6 accounts), and a replay over 10^6 accounts runs at
+0.88 of one over 10^4 (0.70 with the store interpreted, where probing the index for each new account
+and adding each packed one was most of the difference).
 
 Beside them, one module written in C (``detector.C_MODULES``), ``_speedups``: it decodes the common
 canonical line (a flat object of plain strings) straight into a ``SignIn``, where parsing it into a
