@@ -176,7 +176,7 @@ class Engine:
         evaluate_failures = policy.evaluate_failures
         self.geo.prefetch([e.ip for e in events if e.success or evaluate_failures])
         geo_locate = self.geo.locate
-        # The batch's accounts as the store holds them, in one call (the store may be interpreted code).
+        # The batch's accounts as the store holds them, in one call (not one call a sign-in into the store).
         held = store.get_many({event[0] for event in events})  # (0: user)
         # Visits need locating again only once the resolver has taken another database (``_current``).
         relocate = self.geo.database is not self._first_database

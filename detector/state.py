@@ -10,7 +10,7 @@ plugs in behind the same protocol without touching the rules.
 from __future__ import annotations
 
 from array import array
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice
 from typing import Protocol
 
@@ -35,6 +35,16 @@ class StateStore(Protocol):
     def __len__(self) -> int: ...
 
     def items(self) -> Iterator[tuple[str, AccountState]]: ...
+
+
+def _each(get: Callable[[str], AccountState | None], users: Iterable[str]) -> dict[str, AccountState]:
+    """``get_many`` through ``get``, an account at a time."""
+    found = {}
+    for user in users:
+        state = get(user)
+        if state is not None:
+            found[user] = state
+    return found
 
 
 class MemoryStore:
@@ -181,12 +191,7 @@ class CompactStore:
         hot = self._hot
         if len(self._free) == len(self._sizes):  # nothing packed: the hot accounts are all there is
             return {user: hot[user] for user in users if user in hot}
-        found = {}
-        for user in users:
-            state = self.get(user)
-            if state is not None:
-                found[user] = state
-        return found
+        return _each(self.get, users)
 
     def put(self, user: str, state: AccountState) -> None:
         hot = self._hot
@@ -325,12 +330,7 @@ class PartitionedStore:
         return store.get(user) if store is not None else None
 
     def get_many(self, users: Iterable[str]) -> dict[str, AccountState]:
-        found = {}
-        for user in users:
-            state = self.get(user)
-            if state is not None:
-                found[user] = state
-        return found
+        return _each(self.get, users)
 
     def put(self, user: str, state: AccountState) -> None:
         self.assign(self.routes[user]).put(user, state)
