@@ -19,7 +19,8 @@ NATIVE_MODULES = (
     "statecodec",
 )
 # Modules written in C for the same build (detector/<name>.c), each with a Python twin that does the
-# same where it is not built: ``_speedups`` (model.make, codec.decode_batch).
+# same where it is not built: ``_speedups`` (codec.decode_batch, model.make and make_slotted,
+# geoip.SearchTree.find).
 C_MODULES = ("_speedups",)
 PURE_PYTHON_ENV = "IMPOSSIBLE_TRAVEL_PURE_PYTHON"
 

@@ -5,17 +5,11 @@
    fields) makes it (model.make). Every sign-in makes one or two (a Visit, an AccountState): through
    tuple.__new__, a compiled caller paid 1,100 to 1,800 instructions for each, here about 200.
 
-   decode_canonical(...): the common canonical sign-in line (codec.decode_batch calls it first).
-
-   make_slotted(cls, slots, *values): a slotted object, each slot set (model.new_location: a Location
-   for every place GeoIP meets cost 15,000 instructions through the slots' Python-level __set__).
-
-   tree_find(...): a MaxMind DB search tree walked for many IPv4 addresses (geoip.SearchTree.find,
-   whose numpy walk is its twin: 32 numpy steps over a batch cost about 7,000 instructions an address).
-
+   decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, signin_type)
+       -> list[SignIn | None]: the common canonical sign-in line (codec.decode_batch calls it first).
    A replay spends most of its decoding on lines of one shape: a flat JSON object whose values are
    plain strings, with a dotted-quad address and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in
-   `Z` or `+HH:MM`. For each such line this gives the very `SignIn` that `codec.decode_batch` gives,
+   `Z` or `+HH:MM`. For each such line it gives the very `SignIn` that `codec.decode_batch` gives,
    without building the parsed object, and for every other line it gives None: the Python decoder
    then takes the line and decides (so what is valid, and every reason for a reject, stays defined in
    one place, codec.py). It never accepts what the Python decoder would refuse: anything it is not sure
@@ -23,8 +17,11 @@
    a lower-case `t`, more than six fractional digits, an address that is not a plain dotted quad, a
    value that is all white space) is None. tests/unit/test_codec.py holds the two equal.
 
-   decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, signin_type)
-       -> list[SignIn | None]
+   make_slotted(cls, slots, *values): a slotted object, each slot set (model.new_location: a Location
+   for every place GeoIP meets cost 15,000 instructions through the slots' Python-level __set__).
+
+   tree_find(...): a MaxMind DB search tree walked for many IPv4 addresses (geoip.SearchTree.find,
+   whose numpy walk is its twin: 32 numpy steps over a batch cost about 7,000 instructions an address).
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>

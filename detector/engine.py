@@ -144,9 +144,10 @@ class Engine:
 
     def _current(self, state: AccountState | None) -> AccountState | None:
         """The state with every visit located by the database in use: after a database update an address
-        that merely moved in the new build must not look like travel."""
+        that merely moved in the new build must not look like travel. (``process`` asks only once the
+        resolver has taken another database than the first.)"""
         db = self.geo.database
-        if state is None or db is self._first_database:
+        if state is None:
             return state
         for v in state.visits:
             if v.location.database is not db and v.location.database is not None:
@@ -178,7 +179,7 @@ class Engine:
         geo_locate = self.geo.locate
         # The batch's accounts as the store holds them, in one call (not one call a sign-in into the store).
         held = store.get_many({event[0] for event in events})  # (0: user)
-        # Visits need locating again only once the resolver has taken another database (``_current``).
+        # Visits need locating again only once the resolver has taken another database than the first.
         relocate = self.geo.database is not self._first_database
         any_trusted = bool(trusted)
         by_result, by_outcome = tally.by_result, tally.by_outcome

@@ -169,9 +169,13 @@ class CompactStore:
         start = self._starts[slot]
         return bytes(self._arena[start : start + self._sizes[slot]])
 
+    def _all_hot(self) -> bool:
+        """Nothing packed: every account is among the recently used, with no index to look through."""
+        return len(self._free) == len(self._sizes)
+
     def _find_cold(self, user: str) -> int:
-        if len(self._free) == len(self._sizes):
-            return -1  # nothing packed (every account recently used): no need to look
+        if self._all_hot():
+            return -1
         return self._index.find(_mark(user), lambda slot: user_of(self._blob(slot)) == user)
 
     def get(self, user: str) -> AccountState | None:
@@ -189,7 +193,7 @@ class CompactStore:
 
     def get_many(self, users: Iterable[str]) -> dict[str, AccountState]:
         hot = self._hot
-        if len(self._free) == len(self._sizes):  # nothing packed: the hot accounts are all there is
+        if self._all_hot():
             return {user: hot[user] for user in users if user in hot}
         return _each(self.get, users)
 
@@ -206,7 +210,7 @@ class CompactStore:
 
     def put_many(self, changes: Mapping[str, AccountState]) -> None:
         hot = self._hot
-        if len(self._free) == len(self._sizes) and len(hot) + len(changes) <= self.hot_size:
+        if self._all_hot() and len(hot) + len(changes) <= self.hot_size:
             # Nothing packed, room for all: the batch in two dict operations, not two a change (those
             # it already held go to the end, in the batch's order, as ``put`` would move them).
             for user in hot.keys() & changes.keys():
@@ -217,7 +221,7 @@ class CompactStore:
             if user in hot:
                 del hot[user]
                 hot[user] = state
-            elif len(self._free) == len(self._sizes) and len(hot) < self.hot_size:
+            elif self._all_hot() and len(hot) < self.hot_size:
                 hot[user] = state  # new, nothing packed to look through, room among the hot
             else:
                 self.put(user, state)
