@@ -65,10 +65,43 @@ def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | 
         producer.close()
 
 
+def settled(bootstrap: str, topic: str, timeout_s: float = 60.0) -> None:
+    """Wait until no open transaction holds back the topic's committed records: a read_committed reader
+    sees nothing past the first record of a transaction still open, and a detector killed mid-batch
+    leaves one open until the broker aborts it (its ``transaction_timeout`` plus the broker's check
+    interval, up to ~25 s here). Records that other processes committed after it stay hidden until then,
+    so reading "everything" before would miss them."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    def ends(isolation: str) -> dict[Any, int]:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation)
+        try:
+            parts = consumer.partitions_for_topic(topic) or set()
+            return dict(consumer.end_offsets([TopicPartition(topic, p) for p in parts]))
+        finally:
+            consumer.close()
+
+    written = ends("read_uncommitted")  # what had been written when we were asked
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stable = ends("read_committed")  # the last stable offsets
+        if all(stable.get(tp, 0) >= end for tp, end in written.items()):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{topic}: a transaction still open after {timeout_s:g} s ({stable} < {written})"
+            )
+        time.sleep(0.5)
+
+
 def read_all(bootstrap: str, topic: str, committed: bool = True, idle_ms: int = 3000) -> list[Any]:
-    """Every record of a topic from the start (read_committed by default)."""
+    """Every record of a topic from the start (read_committed by default, once no open transaction
+    holds any back: see ``settled``)."""
     from kafka import KafkaConsumer
 
+    if committed:
+        settled(bootstrap, topic)
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
