@@ -3,7 +3,9 @@
 
    make(cls, *fields) -> cls: a named tuple from its fields in order, exactly as tuple.__new__(cls,
    fields) makes it (model.make). Every sign-in makes one or two (a Visit, an AccountState): through
-   tuple.__new__, a compiled caller paid 1,100 to 1,800 instructions for each, here about 200.
+   tuple.__new__, a compiled caller paid 1,100 to 1,800 instructions for each, here about 200. Left
+   untracked by the cyclic garbage collector when no field is a tracked container (see
+   untrack_if_settled), as are what make_slotted and decode_canonical make.
 
    decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, signin_type)
        -> list[SignIn | None]: the common canonical sign-in line (codec.decode_batch calls it first).
@@ -305,6 +307,7 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
     PyTuple_SET_ITEM(row, 4, Py_NewRef(success ? Py_True : Py_False));
     PyTuple_SET_ITEM(row, 5, Py_NewRef(Py_None));
     PyTuple_SET_ITEM(row, 6, Py_NewRef(Py_False));
+    PyObject_GC_UnTrack(row); /* strings, a float, booleans, None: nothing the collector need walk */
     return row;
 }
 
@@ -393,6 +396,36 @@ done:
     return out;
 }
 
+/* Whether the cyclic garbage collector may skip ``v``: not a container, or one it no longer tracks. A
+   tracked plain tuple of such values is untracked here first (what the collector itself does to a tuple
+   when it first meets it: CPython's _PyTuple_MaybeUntrack). */
+static int settled(PyObject *v)
+{
+    if (!PyObject_IS_GC(v) || !PyObject_GC_IsTracked(v))
+        return 1;
+    if (!PyTuple_CheckExact(v))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); i++) {
+        PyObject *item = PyTuple_GET_ITEM(v, i);
+        if (PyObject_IS_GC(item) && PyObject_GC_IsTracked(item))
+            return 0;
+    }
+    PyObject_GC_UnTrack(v);
+    return 1;
+}
+
+/* Untrack ``obj`` (just made, immutable) when none of its ``n`` values can lead back to it: the
+   collector would do so for a tuple at its first pass, after walking it (and whatever it holds) once
+   in each young generation; the state of every account is such tuples (and Locations), millions of
+   them over a replay. */
+static void untrack_if_settled(PyObject *obj, PyObject *const *values, Py_ssize_t n)
+{
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (!settled(values[i]))
+            return;
+    PyObject_GC_UnTrack(obj);
+}
+
 static PyObject *make(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs < 1 || !PyType_Check(args[0]) || !PyType_IsSubtype((PyTypeObject *)args[0], &PyTuple_Type)) {
@@ -405,6 +438,7 @@ static PyObject *make(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     for (Py_ssize_t i = 1; i < nargs; i++)
         PyTuple_SET_ITEM(row, i - 1, Py_NewRef(args[i]));
+    untrack_if_settled(row, args + 1, nargs - 1);
     return row;
 }
 
@@ -435,6 +469,9 @@ static PyObject *make_slotted(PyObject *self, PyObject *const *args, Py_ssize_t 
             return NULL;
         }
     }
+    /* (Only for frozen classes, whose slots are never set again: model.new_location) */
+    if (PyObject_IS_GC(obj))
+        untrack_if_settled(obj, args + 2, nargs - 2);
     return obj;
 }
 

@@ -39,7 +39,7 @@ import numpy as np
 
 from detector.errors import GeoDatabaseError
 from detector.geoindex import ABSENT, Fields, RecordIndex, fingerprint, index_path
-from detector.model import SPEEDUPS, DatabaseInfo, Location, new_location
+from detector.model import SPEEDUPS, DatabaseInfo, Location, new_database_info, new_location
 
 if TYPE_CHECKING:
     from detector.known import AsnDatabase
@@ -307,7 +307,7 @@ class GeoIP:
                 f"not a City database: {path} is of type {db_type!r}; "
                 "use GeoIP2-City, GeoLite2-City or DB-IP City Lite"
             )
-        info = DatabaseInfo(database_type=db_type, build_epoch=int(meta.build_epoch), path=path)
+        info = new_database_info(db_type, int(meta.build_epoch), path)
         return reader, info, (st.st_ino, st.st_size, st.st_mtime_ns)
 
     @staticmethod

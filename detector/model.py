@@ -129,8 +129,19 @@ def _make_slotted(cls: type, slots: tuple[Any, ...], *values: Any) -> Any:
 # set to its value, ``__init__`` not run. For ``new_location``: the frozen dataclass's ``__init__`` sets
 # each field through ``object.__setattr__`` (about 6 us an object; GeoIP makes one for every place it
 # meets), and one Python call of each slot's ``__set__`` still cost 15,000 instructions an object.
+# Only for frozen classes: the C one leaves the object to the cyclic garbage collector only when one of
+# its values might lead back to it (as ``make`` does for tuples), so its slots must never be set again.
 make_slotted: Callable[..., Any] = SPEEDUPS.make_slotted if SPEEDUPS is not None else _make_slotted
 _LOCATION_SLOTS = tuple(getattr(Location, name) for name in Location.__slots__)  # (in field order)
+
+
+_DATABASE_SLOTS = tuple(getattr(DatabaseInfo, name) for name in DatabaseInfo.__slots__)
+
+
+def new_database_info(database_type: str, build_epoch: int, path: str) -> DatabaseInfo:
+    """``DatabaseInfo(...)``, built as ``new_location`` builds a Location: so that the Locations that
+    hold it are, like it, left alone by the cyclic garbage collector (see ``make_slotted``)."""
+    return make_slotted(DatabaseInfo, _DATABASE_SLOTS, database_type, build_epoch, path)
 
 
 def new_location(

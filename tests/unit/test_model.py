@@ -65,3 +65,35 @@ def test_make_slotted_gives_the_object_the_dataclass_gives(maker: object) -> Non
     assert pickle.loads(pickle.dumps(made)) == reference
     with pytest.raises(TypeError):
         maker(Location, model._LOCATION_SLOTS, *values[:-1])  # type: ignore[operator]
+
+
+def test_the_c_makers_leave_to_the_garbage_collector_only_what_might_be_cyclic() -> None:
+    """What holds only strings, numbers and the like is never walked by the cyclic collector (the state
+    of every account; CPython itself untracks such a tuple, but only after walking it in each young
+    generation); what holds a tracked container stays tracked, or a cycle through it would leak."""
+    import gc
+    import weakref
+
+    if model.SPEEDUPS is None:
+        pytest.skip("detector/_speedups.c is not built (make setup)")
+    c = model.SPEEDUPS
+    db = model.new_database_info("GeoLite2-City", 1_700_000_000, "/db.mmdb")
+    here = new_location(51.5, -0.12, 20.0, "GB", "London", False, db)
+    visit = c.make(Visit, "e-1", "81.2.69.10", 1.0, here)
+    state = c.make(AccountState, (visit,), tuple(["e-1"]), ())  # (a tuple made at run time is tracked)
+    assert not any(map(gc.is_tracked, (db, here, visit, state, state.recent_ids)))
+    line = b'{"timestamp":"2024-03-16T00:59:53Z","user":"alice","ip":"81.2.69.10","event_id":"e-1"}'
+    signin = c.decode_canonical([line], 4096, 256, 256, SignIn)[0]
+    assert signin == SignIn("alice", "81.2.69.10", 1710550793.0, "e-1") and not gc.is_tracked(signin)
+
+    class Box(list[object]):
+        pass
+
+    box = Box()
+    held = c.make(AccountState, (visit,), ("e-1",), (box,))  # a container among the values
+    assert gc.is_tracked(held)
+    box.append(held)  # a cycle through the tuple: collected only if the collector walks it
+    gone = weakref.ref(box)
+    del box, held
+    gc.collect()
+    assert gone() is None
