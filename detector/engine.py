@@ -28,8 +28,8 @@ class GeoResolver(Protocol):
 
     def locate(self, ip: str) -> Location | None: ...
 
-    def prefetch(self, ips: Iterable[str]) -> None:
-        """A hint: these addresses are about to be located (a resolver may look them up together)."""
+    def locate_many(self, ips: list[str]) -> list[Location | None]:
+        """``locate`` of each, in order (a resolver may look the new ones up together)."""
 
 
 class TrustedNetworks:
@@ -175,28 +175,29 @@ class Engine:
         policy, store, trusted, record = self.policy, self.store, self.trusted, self.record
         events = events if isinstance(events, list) else list(events)
         evaluate_failures = policy.evaluate_failures
-        self.geo.prefetch([e.ip for e in events if e.success or evaluate_failures])
-        geo_locate = self.geo.locate
-        # The batch's accounts as the store holds them, in one call (not one call a sign-in into the store).
-        held = store.get_many({event[0] for event in events})  # (0: user)
-        # Visits need locating again only once the resolver has taken another database than the first.
-        relocate = self.geo.database is not self._first_database
-        any_trusted = bool(trusted)
         by_result, by_outcome = tally.by_result, tally.by_outcome
         newest = tally.newest_event_time
-        outcomes: list[str] = []  # (counted at the end: a Counter's += is a dozen calls)
+        # The sign-ins to evaluate, and where each was (the batch's addresses located in one call).
+        wanted = []
+        any_trusted = bool(trusted)
         for event in events:
             # The fields by position (model.SignIn): compiled, a tuple item, where an attribute is a lookup.
-            user, ip, t, event_id, success = event[0], event[1], event[2], event[3], event[4]
-            if t > newest:
-                newest = t
-            if not success and not evaluate_failures:
+            if event[2] > newest:  # (2: time)
+                newest = event[2]
+            if not event[4] and not evaluate_failures:  # (4: success)
                 by_result["failure_ignored"] += 1
-                continue
-            if any_trusted and trusted.contains(ip):
+            elif any_trusted and trusted.contains(event[1]):  # (1: ip)
                 by_result["trusted"] += 1
-                continue
-            location = geo_locate(ip)
+            else:
+                wanted.append(event)
+        located = self.geo.locate_many([event[1] for event in wanted])
+        # The batch's accounts as the store holds them, in one call (not one call a sign-in into the store).
+        held = store.get_many({event[0] for event in wanted})  # (0: user)
+        # Visits need locating again only once the resolver has taken another database than the first.
+        relocate = self.geo.database is not self._first_database
+        outcomes: list[str] = []  # (counted at the end: a Counter's += is a dozen calls)
+        for event, location in zip(wanted, located, strict=True):
+            user, ip, t, event_id, success = event[0], event[1], event[2], event[3], event[4]
             if location is None or event[6]:  # (6: proxy) the provider's location or flag: ``locate``
                 location = self._with_vendor(event, location)
                 if location is None:

@@ -202,6 +202,19 @@ def test_batch_lookup_gives_what_one_at_a_time_gives(city_db: str) -> None:
     assert 0 < geo.stats.database_reads < 20 and geo.stats.network_cache_hits > 1000
 
 
+def test_locate_many_gives_and_counts_what_locate_of_each_gives(city_db: str) -> None:
+    """In batches that repeat addresses, within one batch and across them, and mix in IPv6 ones."""
+    ips = [*_mixed_addresses(1500, seed=5), "2a02:c7f::1", "::1"]
+    random.Random(6).shuffle(ips)
+    batches = [ips[:700] * 2, ips[500:], ips[:100]]  # (the first twice over, then some met before)
+    many, each = GeoIP(city_db), GeoIP(city_db)
+    for batch in batches:
+        each.prefetch(batch)
+        assert many.locate_many(batch) == [each.locate(ip) for ip in batch]
+    assert many.stats == each.stats and many.stats.address_cache_hits > 1000
+    assert many.stats.network_cache_hits > 500  # (the new ones were located together)
+
+
 def _city_db_with_record_size(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, record_size: int, layout: str = "geoip2"
 ) -> str:
