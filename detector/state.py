@@ -158,6 +158,7 @@ class CompactStore:
         self.locate = locate
         self.hot_size = max(1, hot_size)
         self._hot: dict[str, AccountState] = {}
+        self._unordered = False  # see put_many
         self._arena = bytearray()
         self._starts = array("Q")  # per slot: where its bytes start in the arena
         self._sizes = array("I")  # per slot: how many (0 = free slot)
@@ -211,11 +212,12 @@ class CompactStore:
     def put_many(self, changes: Mapping[str, AccountState]) -> None:
         hot = self._hot
         if self._all_hot() and len(hot) + len(changes) <= self.hot_size:
-            # Nothing packed, room for all: the batch in two dict operations, not two a change (those
-            # it already held go to the end, in the batch's order, as ``put`` would move them).
-            for user in hot.keys() & changes.keys():
-                del hot[user]
+            # Nothing packed, room for all: the batch in one dict operation. The accounts it held
+            # already keep their place, so the dict's order is no longer the order of last use: it is
+            # put right (``_by_recency``) only if packing ever needs it.
+            before = len(hot)
             hot.update(changes)
+            self._unordered |= len(hot) - before < len(changes)
             return
         for user, state in changes.items():  # (``put``'s common cases inline)
             if user in hot:
@@ -232,10 +234,21 @@ class CompactStore:
             if slot >= 0:
                 self._drop_cold(user, slot)
 
+    def _by_recency(self) -> None:
+        """Order the recently used by their newest sign-in (event time), oldest first: what the dict's
+        order stands for, after ``put_many`` has updated accounts where they were."""
+        hot = self._hot
+        ordered = sorted(hot.items(), key=lambda item: newest_time(item[1]))
+        hot.clear()  # (the same dict: callers hold it)
+        hot.update(ordered)
+        self._unordered = False
+
     def _warm(self, user: str, state: AccountState) -> None:
         hot = self._hot
         hot[user] = state
         if len(hot) > self.hot_size:
+            if self._unordered:
+                self._by_recency()
             # Pack the least recently used, a slice at a time: taking them one by one with next(iter())
             # would walk the holes left at the dict's front again and again.
             for old in list(islice(hot, max(1, self.hot_size // 8))):

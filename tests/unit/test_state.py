@@ -109,3 +109,22 @@ def test_compact_store_is_a_dict(operations: list, hot: int) -> None:
             model.delete(user)
         assert len(store) == len(model)
     assert dict(store.items()) == dict(model.items())
+
+
+def test_the_least_recently_active_are_packed_first_after_batches_updated_in_place() -> None:
+    """While all fit, a batch updates the accounts it holds where they are (one dict operation); when
+    packing is first needed, the accounts are packed by their newest sign-in, oldest first, as if each
+    batch had moved them to the end."""
+
+    def at(t: float) -> AccountState:
+        return AccountState((Visit(f"e-{t}", "81.2.69.10", t, LONDON),))
+
+    store = CompactStore(locate, hot_size=10)
+    store.put_many({f"user-{n}": at(1000.0 + n) for n in range(8)})  # user-0 oldest ... user-7 newest
+    store.put_many({"user-0": at(2000.0), "user-1": at(2001.0)})  # back (room for both: in place)
+    assert list(store._hot)[:2] == ["user-0", "user-1"]
+    for n in (8, 9, 10):  # the eleventh is one too many: the oldest tenth (one account) is packed
+        store.put(f"user-{n}", at(2000.0 + n))
+    hot = list(store._hot)
+    assert "user-2" not in hot and hot[-5:] == ["user-0", "user-1", "user-8", "user-9", "user-10"]
+    assert store.get("user-2") == at(1002.0) and len(store) == 11
