@@ -13,7 +13,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from detector.codec import reason_code
 from detector.model import AccountState, Alert, DatabaseInfo, Location, SignIn, Visit, make
@@ -178,28 +178,31 @@ class Engine:
         by_result, by_outcome = tally.by_result, tally.by_outcome
         newest = tally.newest_event_time
         # The sign-ins to evaluate, and where each was (the batch's addresses located in one call).
-        wanted = []
+        # Each sign-in's fields by position (model.SignIn) in a plain tuple: compiled, an item of a tuple,
+        # where an attribute (or an item of the named tuple) is a generic lookup.
+        wanted: list[tuple[Any, ...]] = []
         any_trusted = bool(trusted)
         for event in events:
-            # The fields by position (model.SignIn): compiled, a tuple item, where an attribute is a lookup.
-            if event[2] > newest:  # (2: time)
-                newest = event[2]
-            if not event[4] and not evaluate_failures:  # (4: success)
+            row: tuple[Any, ...] = event
+            if row[2] > newest:  # (2: time)
+                newest = row[2]
+            if not row[4] and not evaluate_failures:  # (4: success)
                 by_result["failure_ignored"] += 1
-            elif any_trusted and trusted.contains(event[1]):  # (1: ip)
+            elif any_trusted and trusted.contains(row[1]):  # (1: ip)
                 by_result["trusted"] += 1
             else:
-                wanted.append(event)
-        located = self.geo.locate_many([event[1] for event in wanted])
+                wanted.append(row)
+        located = self.geo.locate_many([row[1] for row in wanted])  # (1: ip)
         # The batch's accounts as the store holds them, in one call (not one call a sign-in into the store).
-        held = store.get_many({event[0] for event in wanted})  # (0: user)
+        held = store.get_many({row[0] for row in wanted})  # (0: user)
         # Visits need locating again only once the resolver has taken another database than the first.
         relocate = self.geo.database is not self._first_database
         outcomes: list[str] = []  # (counted at the end: a Counter's += is a dozen calls)
-        for event, location in zip(wanted, located, strict=True):
-            user, ip, t, event_id, success = event[0], event[1], event[2], event[3], event[4]
-            if location is None or event[6]:  # (6: proxy) the provider's location or flag: ``locate``
-                location = self._with_vendor(event, location)
+        for k, row in enumerate(wanted):
+            location = located[k]
+            user, ip, t, event_id, success = row[0], row[1], row[2], row[3], row[4]
+            if location is None or row[6]:  # (6: proxy) the provider's location or flag: ``locate``
+                location = self._with_vendor(cast(SignIn, row), location)
                 if location is None:
                     by_result["no_location"] += 1
                     continue
@@ -221,7 +224,7 @@ class Engine:
                     changes[user] = quick[0]
                     outcomes.append(quick[1])
                     continue
-            decision = evaluate(state, event, location, policy, now, record)
+            decision = evaluate(state, cast(SignIn, row), location, policy, now, record)
             if decision.state is not stored:
                 changes[user] = decision.state
             outcome = decision.outcome
