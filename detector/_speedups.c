@@ -4,7 +4,7 @@
    make(cls, *fields) -> cls: a named tuple from its fields in order, exactly as tuple.__new__(cls,
    fields) makes it (model.make). Every sign-in makes one or two (a Visit, an AccountState): through
    tuple.__new__, a compiled caller paid 1,100 to 1,800 instructions for each, here about 200. Left
-   untracked by the cyclic garbage collector when no field is a tracked container (see
+   untracked by the cyclic garbage collector when no field is, or may become, a tracked container (see
    untrack_if_settled), as are what make_slotted and decode_canonical make.
 
    decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, signin_type)
@@ -396,20 +396,25 @@ done:
     return out;
 }
 
-/* Whether the cyclic garbage collector may skip ``v``: not a container, or one it no longer tracks. A
-   tracked plain tuple of such values is untracked here first (what the collector itself does to a tuple
-   when it first meets it: CPython's _PyTuple_MaybeUntrack). */
+/* Whether ``v`` is, or may become, a container the cyclic garbage collector walks: a dict it does not
+   track now is tracked again once it holds a container, so a dict always counts. */
+static int may_be_tracked(PyObject *v)
+{
+    return PyObject_IS_GC(v) && (PyDict_Check(v) || PyObject_GC_IsTracked(v));
+}
+
+/* Whether the collector may skip ``v`` for good. A tracked plain tuple of such values is untracked here
+   first (what the collector itself does to a tuple when it first meets it: CPython's
+   _PyTuple_MaybeUntrack, which likewise counts any container but a tuple as tracked). */
 static int settled(PyObject *v)
 {
-    if (!PyObject_IS_GC(v) || !PyObject_GC_IsTracked(v))
+    if (!may_be_tracked(v))
         return 1;
     if (!PyTuple_CheckExact(v))
         return 0;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); i++) {
-        PyObject *item = PyTuple_GET_ITEM(v, i);
-        if (PyObject_IS_GC(item) && PyObject_GC_IsTracked(item))
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(v); i++)
+        if (may_be_tracked(PyTuple_GET_ITEM(v, i)))
             return 0;
-    }
     PyObject_GC_UnTrack(v);
     return 1;
 }

@@ -4,6 +4,7 @@ makes them (and by its Python twin where not)."""
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 
@@ -86,14 +87,23 @@ def test_the_c_makers_leave_to_the_garbage_collector_only_what_might_be_cyclic()
     signin = c.decode_canonical([line], 4096, 256, 256, SignIn)[0]
     assert signin == SignIn("alice", "81.2.69.10", 1710550793.0, "e-1") and not gc.is_tracked(signin)
 
-    class Box(list[object]):
+    class Marker:
         pass
 
-    box = Box()
-    held = c.make(AccountState, (visit,), ("e-1",), (box,))  # a container among the values
-    assert gc.is_tracked(held)
-    box.append(held)  # a cycle through the tuple: collected only if the collector walks it
-    gone = weakref.ref(box)
-    del box, held
-    gc.collect()
-    assert gone() is None
+    # A container among the values: a list, or an empty dict (the collector does not track a dict of
+    # strings alone, until it holds a container). A cycle through the tuple is collected only if the
+    # collector walks it: the marker, held in the cycle, is gone after a collection only then.
+    for kind in (list, dict):
+        box: Any = kind()
+        assert gc.is_tracked(box) == (kind is list)
+        held = c.make(AccountState, (visit,), ("e-1",), (box,))
+        assert gc.is_tracked(held)
+        marker = Marker()
+        gone = weakref.ref(marker)
+        if kind is list:
+            box += [held, marker]
+        else:
+            box.update(back=held, marker=marker)
+        del box, held, marker
+        gc.collect()
+        assert gone() is None
