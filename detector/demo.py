@@ -232,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         threads[1].start()
         while detector.poll() is None:
             time.sleep(0.5)
+        if detector.returncode == 0:
+            # Stopped cleanly on a signal: Ctrl-C reaches the whole process group, and on a loaded
+            # machine the detector can be done before this process gets to its KeyboardInterrupt.
+            print("\nthe detector stopped; stopping ...", flush=True)
+            return 0
         print(f"the detector exited with status {detector.returncode}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

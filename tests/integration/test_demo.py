@@ -55,8 +55,9 @@ def test_demo_prints_the_london_to_new_york_alert_and_stops_on_ctrl_c(
         assert any("London, GB -> New York, US" in x and "km/h" in x for x in lines), "".join(lines)
         assert any("metrics at http://127.0.0.1:" in x for x in lines)
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
-        assert proc.wait(30) == 0
+        code = proc.wait(30)
         rest = proc.stdout.read()
+        assert code == 0, rest  # (what it printed after Ctrl-C says why)
         assert "Traceback" not in "".join(lines) + rest
     finally:
         if proc.poll() is None:
