@@ -65,27 +65,29 @@ def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | 
         producer.close()
 
 
+def topic_ends(bootstrap: str, topic: str, isolation: str = "read_uncommitted") -> dict[Any, int]:
+    """Each partition's end offset; read_committed: its last stable offset."""
+    from kafka import KafkaConsumer
+    from kafka.structs import TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return dict(consumer.end_offsets([TopicPartition(topic, p) for p in parts]))
+    finally:
+        consumer.close()
+
+
 def settled(bootstrap: str, topic: str, timeout_s: float = 60.0) -> None:
     """Wait until no open transaction holds back the topic's committed records: a read_committed reader
     sees nothing past the first record of a transaction still open, and a detector killed mid-batch
     leaves one open until the broker aborts it (its ``transaction_timeout`` plus the broker's check
     interval, up to ~25 s here). Records that other processes committed after it stay hidden until then,
     so reading "everything" before would miss them."""
-    from kafka import KafkaConsumer
-    from kafka.structs import TopicPartition
-
-    def ends(isolation: str) -> dict[Any, int]:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap, isolation_level=isolation)
-        try:
-            parts = consumer.partitions_for_topic(topic) or set()
-            return dict(consumer.end_offsets([TopicPartition(topic, p) for p in parts]))
-        finally:
-            consumer.close()
-
-    written = ends("read_uncommitted")  # what had been written when we were asked
+    written = topic_ends(bootstrap, topic)  # what had been written when we were asked
     deadline = time.monotonic() + timeout_s
     while True:
-        stable = ends("read_committed")  # the last stable offsets
+        stable = topic_ends(bootstrap, topic, "read_committed")  # the last stable offsets
         if all(stable.get(tp, 0) >= end for tp, end in written.items()):
             return
         if time.monotonic() > deadline:
@@ -265,18 +267,14 @@ def detectors(tmp_path: Path) -> Iterator[Callable[..., Detector]]:
 
 def caught_up(bootstrap: str, group: str, topic: str) -> bool:
     """The group's committed offsets have reached the end of every partition of the topic."""
-    from kafka import KafkaAdminClient, KafkaConsumer
-    from kafka.structs import TopicPartition
+    from kafka import KafkaAdminClient
 
+    ends = topic_ends(bootstrap, topic)
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap)
     try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
         committed = admin.list_group_offsets(group).get(group, {})
         return all(end == 0 or (tp in committed and committed[tp].offset >= end) for tp, end in ends.items())
     finally:
-        consumer.close()
         admin.close()
 
 
