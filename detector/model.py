@@ -133,8 +133,6 @@ def _make_slotted(cls: type, slots: tuple[Any, ...], *values: Any) -> Any:
 # its values might lead back to it (as ``make`` does for tuples), so its slots must never be set again.
 make_slotted: Callable[..., Any] = SPEEDUPS.make_slotted if SPEEDUPS is not None else _make_slotted
 _LOCATION_SLOTS = tuple(getattr(Location, name) for name in Location.__slots__)  # (in field order)
-
-
 _DATABASE_SLOTS = tuple(getattr(DatabaseInfo, name) for name in DatabaseInfo.__slots__)
 
 
