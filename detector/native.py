@@ -19,8 +19,9 @@ Beside them, one module written in C (``detector.C_MODULES``), ``_speedups``: it
 canonical line (a flat object of plain strings) straight into a ``SignIn``, where parsing it into a
 dict and checking each field took 15,700 instructions a line (anything else it leaves to
 ``codec.decode_batch``, which stays the definition of what is valid); it makes the hot path's named
-tuples and a new place's ``Location`` (``model.make``, ``model.make_slotted``), and walks the GeoIP
-search tree (``geoip.SearchTree.find``). Each piece has a Python twin, run where it is not built.
+tuples and a new place's ``Location`` (``model.make``, ``model.make_slotted``), walks the GeoIP
+search tree (``geoip.SearchTree.find``), and packs a replay batch for the worker processes
+(``parallel._split``). Each piece has a Python twin, run where it is not built.
 
 ``make setup`` runs ``python -m detector.native build``. A compiled module older than its source would
 silently run old code after an edit, so ``detector/__init__.py`` then imports every one of them from

@@ -22,13 +22,13 @@ from collections.abc import Callable, Iterable
 from itertools import repeat
 from multiprocessing.connection import Connection
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
 from detector.engine import BatchResult, Engine, Tally, count_rejected
 from detector.errors import DetectorError
-from detector.model import Alert, SignIn
+from detector.model import SPEEDUPS, Alert, SignIn
 
 # Below this much input, ``auto`` replays in one process: starting workers would cost more than they save.
 AUTO_MIN_BYTES = 8 << 20
@@ -52,16 +52,35 @@ def resolve_workers(setting: int, input_bytes: int) -> int:
     return max(1, min(AUTO_MAX_WORKERS, available_cpus()))
 
 
-# What goes down the pipe for a batch: its sign-ins as columns, the text ones each one string (see
-# ``_text``), the times packed as doubles, and the rare sign-ins with a vendor location or proxy flag
-# sent whole.
+# What goes down the pipe for a worker's part of a batch. Where ``_speedups`` is built: its sign-ins
+# packed into one bytes object, and the rare ones with a vendor location or proxy flag sent whole
+# (``pack_signins``). Else, its twin: the sign-ins as columns, the text ones each one string (see
+# ``_text``), the times packed as doubles, and those rare sign-ins whole.
+Part = tuple[bytes, dict[int, SignIn]] | tuple[Any, ...]
 Columns = tuple[
     str | tuple[str, ...], str | tuple[str, ...], bytes, str | tuple[str, ...], bytes, dict[int, SignIn]
 ]
 
 # Joins a column's texts: a column of one string pickles in one piece, where pickle writes (and
-# remembers, in its memo) every string of a tuple on its own: most of the parent's cost of a batch.
+# remembers, in its memo) every string of a tuple on its own.
 _SEPARATOR = "\x00"
+
+
+def _split(events: list[SignIn], n: int) -> list[Part | None]:
+    """Each of ``n`` workers' part of the batch, ready for the pipe (None: nothing for that one); every
+    account always to the same worker, the one its str hash names (fixed for this process's life)."""
+    if SPEEDUPS is not None:
+        parts: list[Part | None] = SPEEDUPS.pack_signins(events, n)
+        return parts
+    return [_columns([events[i] for i in share]) if share else None for share in _shares(events, n)]
+
+
+def _events(part: Part) -> list[SignIn]:
+    """A worker's sign-ins, as ``_split`` sent them (the worker is a fork: the same build)."""
+    if SPEEDUPS is not None:
+        events: list[SignIn] = SPEEDUPS.unpack_signins(*part, SignIn)
+        return events
+    return _from_columns(cast(Columns, part))
 
 
 def _text(values: tuple[str, ...]) -> str | tuple[str, ...]:
@@ -85,13 +104,12 @@ def _columns(events: list[SignIn]) -> Columns:
 
 
 def _shares(events: list[SignIn], n: int) -> list[list[int]]:
-    """Which of the batch's sign-ins each of ``n`` workers gets: every account always the same worker
-    (str hashes are fixed for this process's life)."""
+    """Which of the batch's sign-ins each of ``n`` workers gets (``hash(user) % n``)."""
     owner = np.fromiter(map(hash, map(itemgetter(0), events)), np.int64, len(events)) % n  # (0: user)
     return [np.flatnonzero(owner == k).tolist() for k in range(n)]
 
 
-def _events(columns: Columns) -> list[SignIn]:
+def _from_columns(columns: Columns) -> list[SignIn]:
     users, ips, packed, ids, success, special = columns
     times = array("d")
     times.frombytes(packed)
@@ -117,11 +135,11 @@ def _serve(conn: Connection, make_engine: Callable[[], Engine]) -> None:
     try:
         engine = make_engine()
         while True:
-            columns = conn.recv()
-            if columns is None:
+            part = conn.recv()
+            if part is None:
                 conn.send(("done", engine.accounts))
                 return
-            result = engine.process(_events(columns))
+            result = engine.process(_events(part))
             engine.commit(result)
             conn.send(("ok", result.alerts, result.tally))
     except BaseException:  # reported to the parent, which fails the replay with it
@@ -141,7 +159,7 @@ class ParallelEngine:
         self.accounts = 0
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
-        self._pending: tuple[list[SignIn], list[list[int]], list[str]] | None = None
+        self._pending: tuple[list[SignIn], list[bool], list[str]] | None = None
         try:
             for k in range(workers):
                 ours, theirs = context.Pipe()
@@ -160,11 +178,11 @@ class ParallelEngine:
         """Hand this batch to the workers; returns the previous batch's result (empty for the first)."""
         events = events if isinstance(events, list) else list(events)
         previous = self._collect()
-        shares = _shares(events, len(self._conns))
-        for conn, share in zip(self._conns, shares, strict=True):
-            if share:
-                self._send(conn, _columns([events[i] for i in share]))
-        self._pending = (events, shares, list(rejected))
+        parts = _split(events, len(self._conns))
+        for conn, part in zip(self._conns, parts, strict=True):
+            if part is not None:
+                self._send(conn, part)
+        self._pending = (events, [part is not None for part in parts], list(rejected))
         return previous
 
     def drain(self) -> BatchResult:
@@ -214,33 +232,33 @@ class ParallelEngine:
         result = BatchResult()
         if self._pending is None:
             return result
-        events, shares, rejected = self._pending
+        events, busy, rejected = self._pending
         self._pending = None
         count_rejected(result.tally, rejected)
-        parts: list[tuple[list[int], list[Alert]]] = []
-        for k, share in enumerate(shares):
-            if share:
+        parts: list[list[Alert]] = []
+        for k, sent in enumerate(busy):
+            if sent:
                 alerts, tally = self._receive(k, "ok")
                 result.tally.merge(tally)
                 if alerts:
-                    parts.append((share, alerts))
+                    parts.append(alerts)
         if len(parts) == 1:
-            result.alerts = parts[0][1]
+            result.alerts = parts[0]
         elif parts:
             result.alerts = _in_batch_order(events, parts)
         return result
 
 
-def _in_batch_order(events: list[SignIn], parts: list[tuple[list[int], list[Alert]]]) -> list[Alert]:
+def _in_batch_order(events: list[SignIn], parts: list[list[Alert]]) -> list[Alert]:
     """Alerts of several workers in the order one engine raises them: by the position of the sign-in
     that raised each (the later-placed of its pair within this batch; the other may be older history)."""
-    alerting = {alert.user for _, alerts in parts for alert in alerts}
+    alerting = {alert.user for alerts in parts for alert in alerts}
     position: dict[tuple[str, str], int] = {}
     for i, e in enumerate(events):
         if e.user in alerting:  # (the few accounts that alerted: a batch holds thousands)
             position.setdefault((e.user, e.event_id), i)  # a re-delivery in the batch raises nothing
     keyed = []
-    for _, alerts in parts:
+    for alerts in parts:
         for j, alert in enumerate(alerts):
             at = max(
                 position.get((alert.user, alert.previous.event_id), -1),

@@ -108,8 +108,8 @@ def test_a_worker_that_fails_fails_the_replay_with_its_reason(
     )
     events_of = parallel._events  # what a worker makes of each batch it is given
 
-    def failing(columns: parallel.Columns) -> list[SignIn]:
-        events = events_of(columns)
+    def failing(part: parallel.Part) -> list[SignIn]:
+        events = events_of(part)
         if any(e.user == "u7" for e in events):
             if how == "raises":
                 raise RuntimeError("no room for u7")
@@ -139,19 +139,27 @@ def test_auto_is_one_process_for_small_inputs_and_one_per_cpu_for_large() -> Non
     assert resolve_workers(3, 0) == 3
 
 
-def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins() -> None:
-    """Columns (and the rare sign-in with a vendor location or a proxy flag, sent whole) give back the
-    batch; every account goes to one worker, every sign-in to exactly one."""
+@pytest.mark.parametrize("built", [True, False], ids=["C", "python"])
+def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins(
+    monkeypatch: pytest.MonkeyPatch, built: bool
+) -> None:
+    """Each worker's part (packed by ``_speedups``, or as columns by its twin; the rare sign-in with a
+    vendor location, a proxy flag or a lone surrogate sent whole) gives back its sign-ins in batch
+    order; every account goes to the worker ``hash(user) % n`` names, every sign-in to exactly one."""
     import pickle
 
-    from detector.model import Location
+    from detector.model import SPEEDUPS, Location
 
+    if built and SPEEDUPS is None:
+        pytest.skip("detector._speedups is not built here (`make setup`)")
+    monkeypatch.setattr(parallel, "SPEEDUPS", SPEEDUPS if built else None)
     rng = random.Random(5)
     paris = Location(48.86, 2.35, 20.0, "FR", "Paris", source="okta")
+    names = ["user", "zoë", "用户", "a\x00b"]
     events = [
         SignIn(
-            f"user{rng.randrange(40)}",
-            f"81.2.69.{rng.randrange(256)}",
+            f"{names[k % 4]}{rng.randrange(40)}",
+            f"81.2.69.{rng.randrange(256)}" if k % 5 else f"2001:db8::{k:x}",
             1.7e9 + k + rng.random(),
             f"id-{k}",
             rng.random() < 0.9,
@@ -163,14 +171,23 @@ def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins() -> None:
     assert any(e.vendor_location for e in events) and any(e.proxy for e in events)
     proxies_only = [e._replace(vendor_location=None) for e in events]
     plain = [e._replace(vendor_location=None, proxy=False) for e in events]
-    # A text holding the character that joins a column's texts: that column goes as it is.
-    odd = [e._replace(user=f"a\x00{e.user}") if k == 7 else e for k, e in enumerate(plain)]
-    for batch in (events, proxies_only, plain, odd):
-        columns = parallel._columns(batch)
-        assert parallel._events(pickle.loads(pickle.dumps(columns))) == batch
-        assert [type(c) for c in columns[:2]] == ([tuple, str] if batch is odd else [str, str])
-        shares = parallel._shares(batch, 3)
-        assert sorted(i for share in shares for i in share) == list(range(len(batch)))
-        owners = {batch[i].user: k for k, share in enumerate(shares) for i in share}
-        assert all(owners[batch[i].user] == k for k, share in enumerate(shares) for i in share)
-        assert all(share == sorted(share) for share in shares) and all(shares)
+    # A lone surrogate (UTF-8 cannot hold it: sent whole), and a text holding the twin's separator.
+    odd = [e._replace(user=f"\udc80{e.user}") if k % 7 == 0 else e for k, e in enumerate(plain)]
+    for batch in (events, proxies_only, plain, odd, []):
+        for n in (1, 3):
+            parts = parallel._split(batch, n)
+            assert len(parts) == n
+            shares = parallel._shares(batch, n)  # (the twin's ownership: hash(user) % n)
+            for part, share in zip(parts, shares, strict=True):
+                assert (part is None) == (not share)
+                back = parallel._events(pickle.loads(pickle.dumps(part))) if part is not None else []
+                assert back == [batch[i] for i in share]
+                assert all(type(e) is SignIn and type(e.time) is float for e in back)
+            assert sorted(i for share in shares for i in share) == list(range(len(batch)))
+            owners = {batch[i].user: k for k, share in enumerate(shares) for i in share}
+            assert all(owners[batch[i].user] == k for k, share in enumerate(shares) for i in share)
+    if built:  # a damaged blob is refused, not read past its end
+        blob, special = parallel._split(plain, 1)[0]
+        for cut in (blob[:-1], blob[:5], blob + b"x"):
+            with pytest.raises(ValueError, match="truncated"):
+                SPEEDUPS.unpack_signins(cut, special, SignIn)
