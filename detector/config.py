@@ -455,7 +455,16 @@ OPTIONS: tuple[Option, ...] = (
         commands=("replay",),
         command_defaults={"replay": "auto"},
     ),
-    Option("batch_size", number(1, 1 << 20, True), 4096, "sign-ins evaluated per batch", "N"),
+    Option(
+        "batch_size",
+        number(1, 1 << 20, True),
+        4096,
+        "sign-ins evaluated per batch (run: the most records a poll takes; replay defaults to 8192)",
+        "N",
+        # A replay shared out among workers pays a pipe round trip and a pipeline bubble per batch:
+        # 8192 ran 6% faster than 4096 and 16384 4.5% slower than 8192 (bench slice, paired runs).
+        command_defaults={"replay": 8192},
+    ),
     Option(
         "progress",
         choice("auto", "always", "never"),

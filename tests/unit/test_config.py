@@ -14,6 +14,15 @@ def test_defaults() -> None:
     assert s.suppress_window == 6 * 3600
 
 
+def test_some_defaults_differ_by_command() -> None:
+    """Replay holds sign-ins for late ones (1 h of event time) and takes larger batches; ``run`` holds
+    none and polls at most 4096 records; a setting overrides either."""
+    replay, run = resolve({}, environ={}, command="replay"), resolve({}, environ={}, command="run")
+    assert (replay.reorder_window, replay.batch_size) == (3600, 8192)
+    assert (run.reorder_window, run.batch_size) == (0, 4096)
+    assert resolve({}, environ={"DETECTOR_BATCH_SIZE": "100"}, command="replay").batch_size == 100
+
+
 def test_layers_file_then_environment_then_flags(tmp_path: Path) -> None:
     cfg = tmp_path / "d.toml"
     cfg.write_text('max_speed_kmh = 700\nmin_distance_km = 50\n[detection]\nsuppress_window = "2h"\n')
