@@ -10,14 +10,16 @@
    decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, signin_type)
        -> list[SignIn | None]: the common canonical sign-in line (codec.decode_batch calls it first).
    A replay spends most of its decoding on lines of one shape: a flat JSON object whose values are
-   plain strings, with a dotted-quad address and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in
-   `Z` or `+HH:MM`. For each such line it gives the very `SignIn` that `codec.decode_batch` gives,
-   without building the parsed object, and for every other line it gives None: the Python decoder
+   plain strings (or, in fields the detector does not use, short numbers, true, false or null), with a
+   dotted-quad address and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM`. For
+   each such line it gives the very `SignIn` that `codec.decode_batch` gives, without building the
+   parsed object (but for a line without an event id: its SignIn has None there, and decode_batch
+   derives the id, as decode_event does), and for every other line it gives None: the Python decoder
    then takes the line and decides (so what is valid, and every reason for a reject, stays defined in
    one place, codec.py). It never accepts what the Python decoder would refuse: anything it is not sure
-   of (an escape, a control character, a number, a nested value, a repeated field, a missing event id,
-   a lower-case `t`, more than six fractional digits, an address that is not a plain dotted quad, a
-   value that is all white space) is None. tests/unit/test_codec.py holds the two equal.
+   of (an escape, a control character, a number in a field it uses, a long number, a nested value, a
+   repeated field, a lower-case `t`, more than six fractional digits, an address that is not a plain
+   dotted quad, a value that is all white space) is None. tests/unit/test_codec.py holds the two equal.
 
    make_slotted(cls, slots, *values): a slotted object, each slot set (model.new_location: a Location
    for every place GeoIP meets cost 15,000 instructions through the slots' Python-level __set__).
@@ -45,7 +47,7 @@
 typedef struct {
     const char *start;
     Py_ssize_t len;
-    int present; /* 0 absent, 1 a string, 2 null */
+    int present; /* 0 absent, 1 a string, 2 null, 3 a number or a boolean */
     int ascii;   /* every byte below 0x80 */
 } Span;
 
@@ -191,6 +193,44 @@ static PyObject *text(const Span *f, Py_ssize_t limit)
     return value;
 }
 
+/* A JSON number at *p that orjson takes, as the JSON grammar has it (-?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?),
+   of at most 15 characters and an exponent of at most two digits, so that it is finite as a double
+   (orjson refuses one that is not); *p moves past it. Anything else: 0 (the Python decoder's). */
+static int skip_number(const char **p, const char *end)
+{
+    const char *q = *p, *start = *p;
+    if (q < end && *q == '-')
+        q++;
+    if (q < end && *q == '0')
+        q++;
+    else if (q < end && *q >= '1' && *q <= '9')
+        while (q < end && *q >= '0' && *q <= '9')
+            q++;
+    else
+        return 0;
+    if (q < end && *q == '.') {
+        q++;
+        if (q >= end || *q < '0' || *q > '9')
+            return 0;
+        while (q < end && *q >= '0' && *q <= '9')
+            q++;
+    }
+    if (q < end && (*q == 'e' || *q == 'E')) {
+        q++;
+        if (q < end && (*q == '+' || *q == '-'))
+            q++;
+        const char *digits = q;
+        while (q < end && *q >= '0' && *q <= '9')
+            q++;
+        if (q == digits || q - digits > 2)
+            return 0;
+    }
+    if (q - start > 15)
+        return 0;
+    *p = q;
+    return 1;
+}
+
 static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user, Py_ssize_t max_field,
                              PyTypeObject *signin)
 {
@@ -225,8 +265,19 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
             value.present = 2;
             p += 4;
         }
+        else if (end - p >= 4 && memcmp(p, "true", 4) == 0) {
+            value.present = 3;
+            p += 4;
+        }
+        else if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
+            value.present = 3;
+            p += 5;
+        }
+        else if (skip_number(&p, end)) {
+            value.present = 3;
+        }
         else {
-            return NULL; /* a number, a boolean, an object, an array: the Python decoder's */
+            return NULL; /* an object, an array, anything else: the Python decoder's */
         }
         Span *slot = NULL;
         if (key.len == 4 && memcmp(key.start, "user", 4) == 0)
@@ -240,8 +291,8 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         else if (key.len == 7 && memcmp(key.start, "outcome", 7) == 0)
             slot = &outcome;
         if (slot != NULL) {
-            if (slot->present)
-                return NULL; /* a field given twice */
+            if (slot->present || value.present == 3)
+                return NULL; /* a field given twice; a number or a boolean where a text belongs */
             *slot = value;
         }
         else if (value.present == 1 && !value.ascii) {
@@ -263,9 +314,8 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         p++;
     if (p != end)
         return NULL;
-    if (user.present != 1 || ip.present != 1 || ts.present != 1 || eid.present != 1 || !ip.ascii ||
-        !ts.ascii)
-        return NULL;
+    if (user.present != 1 || ip.present != 1 || ts.present != 1 || !ip.ascii || !ts.ascii)
+        return NULL; /* (no event id, or a null one: its SignIn has None there, for decode_batch) */
     int success = 1;
     if (outcome.present == 1) {
         if (outcome.len == 7 && memcmp(outcome.start, "success", 7) == 0)
@@ -291,7 +341,7 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
     PyObject *u = text(&user, max_user);
     if (u == NULL)
         return NULL;
-    PyObject *e = text(&eid, max_field);
+    PyObject *e = eid.present == 1 ? text(&eid, max_field) : Py_NewRef(Py_None);
     if (e == NULL) {
         Py_DECREF(u);
         return NULL;

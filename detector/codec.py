@@ -231,7 +231,15 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
         limits.max_field_chars,
         SignIn,
     )
-    left = [i for i, signin in enumerate(fast) if signin is None]
+    left = []
+    for i, signin in enumerate(fast):
+        if signin is None:
+            left.append(i)
+        elif signin[3] is None:  # (3: event_id) the record has none: derived, as decode_event does
+            user, ip, when, _, success, _, _ = signin
+            fast[i] = make(
+                SignIn, user, ip, when, derive_event_id(user, ip, when, success), success, None, False
+            )
     if left:
         for i, result in zip(left, _decode_batch([raws[i] for i in left], limits), strict=True):
             fast[i] = result

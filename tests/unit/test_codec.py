@@ -381,7 +381,35 @@ _PIECES = {
     ],
     "event_id": [b'"e-1"', b'"  "', b'""', b"null", b"12", b'"\xc3\xa9"'],
     "outcome": [b'"success"', b'"failure"', b'"SUCCESS"', b"null", b'""', b"true"],
-    "note": [b'"x"', b"null", b"1.5", b'{"a":1}', b"[1]", b'"\xc3\xa9"', b"true"],
+    "note": [
+        b'"x"',
+        b"null",
+        b"1.5",
+        b'{"a":1}',
+        b"[1]",
+        b'"\xc3\xa9"',
+        b"true",
+        b"false",
+        b"tru",
+        b"truex",
+        b"0",
+        b"-0",
+        b"01",
+        b"1.",
+        b".5",
+        b"-",
+        b"+1",
+        b"1e",
+        b"1E+05",
+        b"2.5e-3",
+        b"1e400",
+        b"-1e-400",
+        b"123456789012345",
+        b"1234567890123456",
+        b"123456789012345678901234567890",
+        b"NaN",
+        b"Infinity",
+    ],
 }
 _PLAIN = {name: pieces[0] for name, pieces in _PIECES.items()}  # every piece's first: the plain line
 _SPACE = st.sampled_from([b"", b"", b"", b"", b"", b" ", b"\t", b"\r\n", b"\x0b"])
@@ -392,7 +420,10 @@ def canonical_lines(draw: st.DrawFn) -> bytes:
     """A plain line (the first choice of every piece) with, here and there, one piece changed."""
     names = ["user", "ip", "timestamp", "event_id", *draw(st.sampled_from([[], ["outcome"], ["note"]]))]
     if draw(st.integers(0, 5)) == 0:  # a field left out or given twice
-        names = names[1:] if draw(st.booleans()) else [*names, draw(st.sampled_from(names))]
+        if draw(st.booleans()):
+            names.remove(draw(st.sampled_from(names)))
+        else:
+            names = [*names, draw(st.sampled_from(names))]
     names = draw(st.permutations(names))
     members = []
     for n in names:
@@ -403,8 +434,9 @@ def canonical_lines(draw: st.DrawFn) -> bytes:
     return draw(_SPACE) + b"{" + draw(_SPACE) + body + draw(_SPACE) + b"}" + tail
 
 
-def _plain_line(**changed: bytes) -> bytes:
-    return b"{" + b",".join(b'"%s":%s' % (k.encode(), v) for k, v in (_PLAIN | changed).items()) + b"}"
+def _plain_line(without: tuple[str, ...] = (), **changed: bytes) -> bytes:
+    fields = {k: v for k, v in (_PLAIN | changed).items() if k not in without}
+    return b"{" + b",".join(b'"%s":%s' % (k.encode(), v) for k, v in fields.items()) + b"}"
 
 
 def _assert_c_decoder_agrees(raws: list[bytes]) -> None:
@@ -425,8 +457,14 @@ needs_c = pytest.mark.skipif(codec_module.SPEEDUPS is None, reason="the C module
 
 @needs_c
 def test_the_c_decoder_agrees_on_every_single_change() -> None:
-    """Each piece changed on its own (a line of otherwise plain pieces), all at once."""
-    variants = [_plain_line(**{name: example}) for name, pieces in _PIECES.items() for example in pieces]
+    """Each piece changed on its own (a line of otherwise plain pieces), all at once; and each again in a
+    line without an event id (the id is then derived from the other fields)."""
+    variants = [
+        _plain_line(without, **{name: example})
+        for without in ((), ("event_id",))
+        for name, pieces in _PIECES.items()
+        for example in pieces
+    ]
     _assert_c_decoder_agrees(variants)
 
 
@@ -448,17 +486,27 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
         b'"outcome":"failure","event_id":"8d0d6f60"}',
         b' { "user" : "Zo\xc3\xab" , "ip":"1.2.3.4", "timestamp":"2024-02-29T23:59:59-05:00",'
         b' "event_id":"x", "outcome": null, "device": "laptop", "tenant": null }',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":1,"mfa":true,'
+        b'"risk":-0.25,"vpn":false}',
+    ]
+    no_id = [  # taken, the event id left for decode_batch to derive (None)
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z"}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":null,"n":2}',
     ]
     left = [
-        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z"}',  # no event id: derived
-        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":1}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":7}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":[1]}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":1e400}',
         b'{"user":"a","user":"b","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a\\u0062","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a","ip":"::1","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53.1234567Z","event_id":"e"}',
     ]
-    got = codec_module.SPEEDUPS.decode_canonical(plain + left, 65536, 512, 1024, SignIn)
-    assert got[len(plain) :] == [None] * len(left)
+    got = codec_module.SPEEDUPS.decode_canonical(plain + no_id + left, 65536, 512, 1024, SignIn)
+    assert got[len(plain) + len(no_id) :] == [None] * len(left)
     assert got[: len(plain)] == [decode_event(raw) for raw in plain]
-    assert [type(s) for s in got[: len(plain)]] == [SignIn, SignIn]
+    assert [type(s) for s in got[: len(plain)]] == [SignIn] * len(plain)
+    taken = got[len(plain) : len(plain) + len(no_id)]
+    assert [s._replace(event_id=None) for s in map(decode_event, no_id)] == taken
+    assert decode_batch(no_id) == [decode_event(raw) for raw in no_id]
     assert got[0].time == 1710547193.735 and got[0].success is False and got[1].time == 1709269199.0
