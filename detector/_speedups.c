@@ -11,15 +11,17 @@
        -> list[SignIn | None]: the common canonical sign-in line (codec.decode_batch calls it first).
    A replay spends most of its decoding on lines of one shape: a flat JSON object whose values are
    plain strings (or, in fields the detector does not use, short numbers, true, false or null), with a
-   dotted-quad address and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM`. For
+   dotted-quad address and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM`, or
+   epoch seconds or milliseconds as a number. For
    each such line it gives the very `SignIn` that `codec.decode_batch` gives, without building the
    parsed object (but for a line without an event id: its SignIn has None there, and decode_batch
    derives the id, as decode_event does), and for every other line it gives None: the Python decoder
    then takes the line and decides (so what is valid, and every reason for a reject, stays defined in
    one place, codec.py). It never accepts what the Python decoder would refuse: anything it is not sure
-   of (an escape, a control character, a number in a field it uses, a long number, a nested value, a
-   repeated field, a lower-case `t`, more than six fractional digits, an address that is not a plain
-   dotted quad, a value that is all white space) is None. tests/unit/test_codec.py holds the two equal.
+   of (an escape, a control character, a number in a field it uses other than the time, a long number,
+   a nested value, a repeated field, a lower-case `t`, more than six fractional digits, an address that
+   is not a plain dotted quad, a value that is all white space) is None. tests/unit/test_codec.py holds
+   the two equal.
 
    make_slotted(cls, slots, *values): a slotted object, each slot set (model.new_location: a Location
    for every place GeoIP meets cost 15,000 instructions through the slots' Python-level __set__).
@@ -37,6 +39,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <arpa/inet.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -47,7 +50,7 @@
 typedef struct {
     const char *start;
     Py_ssize_t len;
-    int present; /* 0 absent, 1 a string, 2 null, 3 a number or a boolean */
+    int present; /* 0 absent, 1 a string, 2 null, 3 a boolean, 4 a number */
     int ascii;   /* every byte below 0x80 */
 } Span;
 
@@ -194,8 +197,9 @@ static PyObject *text(const Span *f, Py_ssize_t limit)
 }
 
 /* A JSON number at *p that orjson takes, as the JSON grammar has it (-?(0|[1-9]d*)(.d+)?([eE][+-]?d+)?),
-   of at most 15 characters and an exponent of at most two digits, so that it is finite as a double
+   of at most 32 characters and an exponent of at most two digits, so that it is finite as a double
    (orjson refuses one that is not); *p moves past it. Anything else: 0 (the Python decoder's). */
+#define MAX_NUMBER 32
 static int skip_number(const char **p, const char *end)
 {
     const char *q = *p, *start = *p;
@@ -225,7 +229,7 @@ static int skip_number(const char **p, const char *end)
         if (q == digits || q - digits > 2)
             return 0;
     }
-    if (q - start > 15)
+    if (q - start > MAX_NUMBER)
         return 0;
     *p = q;
     return 1;
@@ -273,8 +277,10 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
             value.present = 3;
             p += 5;
         }
-        else if (skip_number(&p, end)) {
-            value.present = 3;
+        else if (value.start = p, skip_number(&p, end)) {
+            value.present = 4;
+            value.len = p - value.start;
+            value.ascii = 1;
         }
         else {
             return NULL; /* an object, an array, anything else: the Python decoder's */
@@ -291,8 +297,8 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         else if (key.len == 7 && memcmp(key.start, "outcome", 7) == 0)
             slot = &outcome;
         if (slot != NULL) {
-            if (slot->present || value.present == 3)
-                return NULL; /* a field given twice; a number or a boolean where a text belongs */
+            if (slot->present || value.present == 3 || (value.present == 4 && slot != &ts))
+                return NULL; /* a field given twice; a boolean, or a number but as the time */
             *slot = value;
         }
         else if (value.present == 1 && !value.ascii) {
@@ -314,7 +320,8 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         p++;
     if (p != end)
         return NULL;
-    if (user.present != 1 || ip.present != 1 || ts.present != 1 || !ip.ascii || !ts.ascii)
+    if (user.present != 1 || ip.present != 1 || (ts.present != 1 && ts.present != 4) || !ip.ascii ||
+        !ts.ascii)
         return NULL; /* (no event id, or a null one: its SignIn has None there, for decode_batch) */
     int success = 1;
     if (outcome.present == 1) {
@@ -334,9 +341,29 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
     address[ip.len] = '\0';
     if (inet_pton(AF_INET, address, packed) != 1)
         return NULL;
-    int64_t micros;
-    if (!read_stamp(&ts, &micros))
-        return NULL;
+    double seconds;
+    if (ts.present == 4) {
+        /* Epoch seconds, or milliseconds from 1e11 on: codec.parse_timestamp's float(value), read by
+           CPython's own correctly rounded parser (as orjson reads a JSON number, or float() an int). */
+        char number[MAX_NUMBER + 1];
+        memcpy(number, ts.start, ts.len);
+        number[ts.len] = '\0';
+        seconds = PyOS_string_to_double(number, NULL, NULL);
+        if (seconds == -1.0 && PyErr_Occurred()) {
+            PyErr_Clear();
+            return NULL;
+        }
+        if (fabs(seconds) >= 1e11)
+            seconds /= 1000.0;
+        if (!(seconds >= MIN_MICROS / 1e6 && seconds < MAX_MICROS / 1e6))
+            return NULL; /* (the Python decoder says why) */
+    }
+    else {
+        int64_t micros;
+        if (!read_stamp(&ts, &micros))
+            return NULL;
+        seconds = (double)micros / 1e6; /* as numpy's micros / 1e6 */
+    }
 
     PyObject *u = text(&user, max_user);
     if (u == NULL)
@@ -347,7 +374,7 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         return NULL;
     }
     PyObject *a = PyUnicode_FromStringAndSize(ip.start, ip.len);
-    PyObject *t = PyFloat_FromDouble((double)micros / 1e6); /* as numpy's micros / 1e6 */
+    PyObject *t = PyFloat_FromDouble(seconds);
     PyObject *row = signin->tp_alloc(signin, 7);
     if (a == NULL || t == NULL || row == NULL) {
         Py_DECREF(u);

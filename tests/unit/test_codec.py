@@ -378,6 +378,27 @@ _PIECES = {
         b'"2100-01-01T00:00:00Z"',
         b'"2099-12-31T23:59:59.999999-00:01"',
         b"1710547175",
+        b"1710547175.25",
+        b"1710547175123",
+        b"1710547175123.5",
+        b"1.7105471751e9",
+        b"17105471751E-1",
+        b"1e11",
+        b"99999999999",
+        b"631152000",
+        b"631151999.9999999",
+        b"4102444800",
+        b"4102444799.999999",
+        b"4102444799999.9995",
+        b"-1710547175",
+        b"0",
+        b"-0.0",
+        b"01710547175",
+        b"1710547175.",
+        b"17105471751234567890123456789012",
+        b"171054717512345678901234567890123",
+        b"1.7e400",
+        b"true",
     ],
     "event_id": [b'"e-1"', b'"  "', b'""', b"null", b"12", b'"\xc3\xa9"'],
     "outcome": [b'"success"', b'"failure"', b'"SUCCESS"', b"null", b'""', b"true"],
@@ -488,6 +509,8 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
         b' "event_id":"x", "outcome": null, "device": "laptop", "tenant": null }',
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":1,"mfa":true,'
         b'"risk":-0.25,"vpn":false}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":1710547193.735,"event_id":"e"}',  # epoch seconds
+        b'{"user":"a","ip":"1.2.3.4","timestamp":1710547193735,"event_id":"e"}',  # epoch milliseconds
     ]
     no_id = [  # taken, the event id left for decode_batch to derive (None)
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z"}',
@@ -497,6 +520,7 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":7}',
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":[1]}',
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":1e400}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":99999999999,"event_id":"e"}',  # (out of range: rejected)
         b'{"user":"a","user":"b","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a\\u0062","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a","ip":"::1","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
