@@ -7,10 +7,11 @@
    untracked by the cyclic garbage collector when no field is, or may become, a tracked container (see
    untrack_if_settled), as are what make_slotted and decode_canonical make.
 
-   decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, signin_type)
+   decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, max_depth, signin_type)
        -> list[SignIn | None]: the common canonical sign-in line (codec.decode_batch calls it first).
    A replay spends most of its decoding on lines of one shape: a flat JSON object whose values are
-   plain strings (or, in fields the detector does not use, short numbers, true, false or null), with a
+   plain strings (or, in fields the detector does not use, short numbers, true, false, null, or objects
+   and arrays of those and of plain ASCII strings, within max_depth as decode_batch counts it), with a
    dotted-quad address and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM`, or
    epoch seconds or milliseconds as a number. For
    each such line it gives the very `SignIn` that `codec.decode_batch` gives, without building the
@@ -19,7 +20,7 @@
    then takes the line and decides (so what is valid, and every reason for a reject, stays defined in
    one place, codec.py). It never accepts what the Python decoder would refuse: anything it is not sure
    of (an escape, a control character, a number in a field it uses other than the time, a long number,
-   a nested value, a repeated field, a lower-case `t`, more than six fractional digits, an address that
+   a nested value more than 16 deep or holding a text it cannot vouch for, a repeated field, a lower-case `t`, more than six fractional digits, an address that
    is not a plain dotted quad, a value that is all white space) is None. tests/unit/test_codec.py holds
    the two equal.
 
@@ -50,7 +51,7 @@
 typedef struct {
     const char *start;
     Py_ssize_t len;
-    int present; /* 0 absent, 1 a string, 2 null, 3 a boolean, 4 a number */
+    int present; /* 0 absent, 1 a string, 2 null, 3 a boolean or a nested value, 4 a number */
     int ascii;   /* every byte below 0x80 */
 } Span;
 
@@ -235,9 +236,84 @@ static int skip_number(const char **p, const char *end)
     return 1;
 }
 
-static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user, Py_ssize_t max_field,
-                             PyTypeObject *signin)
+#define MAX_NESTED 16
+
+static int skip_nested(const char **p, const char *end, int depth);
+
+/* A value inside a nested one: a plain ASCII string (no escape, no control character), a number
+   (skip_number), true, false, null, or an object or array of those. */
+static int skip_value(const char **p, const char *end, int depth)
 {
+    if (*p >= end)
+        return 0;
+    if (**p == '"') {
+        Span text;
+        return read_string(p, end, &text) && text.ascii;
+    }
+    if (**p == '{' || **p == '[')
+        return skip_nested(p, end, depth + 1);
+    static const char *const literals[] = {"true", "false", "null"};
+    for (int k = 0; k < 3; k++) {
+        size_t n = strlen(literals[k]);
+        if ((size_t)(end - *p) >= n && memcmp(*p, literals[k], n) == 0) {
+            *p += n;
+            return 1;
+        }
+    }
+    return skip_number(p, end);
+}
+
+/* An object or an array at *p (a field the detector does not use) that orjson takes, of the values
+   skip_value takes, at most MAX_NESTED deep; *p moves past it. Anything else: 0. */
+static int skip_nested(const char **p, const char *end, int depth)
+{
+    if (depth > MAX_NESTED)
+        return 0;
+    char close = **p == '{' ? '}' : ']';
+    int object = close == '}';
+    (*p)++;
+    while (*p < end && is_ws(**p))
+        (*p)++;
+    if (*p < end && **p == close) {
+        (*p)++;
+        return 1;
+    }
+    for (;;) {
+        while (*p < end && is_ws(**p))
+            (*p)++;
+        if (object) {
+            Span key;
+            if (*p >= end || **p != '"' || !read_string(p, end, &key) || !key.ascii)
+                return 0;
+            while (*p < end && is_ws(**p))
+                (*p)++;
+            if (*p >= end || **p != ':')
+                return 0;
+            (*p)++;
+            while (*p < end && is_ws(**p))
+                (*p)++;
+        }
+        if (!skip_value(p, end, depth))
+            return 0;
+        while (*p < end && is_ws(**p))
+            (*p)++;
+        if (*p < end && **p == ',') {
+            (*p)++;
+            continue;
+        }
+        if (*p < end && **p == close) {
+            (*p)++;
+            return 1;
+        }
+        return 0;
+    }
+}
+
+static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user, Py_ssize_t max_field,
+                             Py_ssize_t max_depth, PyTypeObject *signin)
+{
+    const char *line = p;
+    int nested = 0;
     const char *end = p + size;
     Span user = {0}, ip = {0}, ts = {0}, eid = {0}, outcome = {0};
     while (p < end && is_ws(*p))
@@ -282,6 +358,12 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
             value.len = p - value.start;
             value.ascii = 1;
         }
+        else if (p < end && (*p == '{' || *p == '[')) {
+            if (!skip_nested(&p, end, 1))
+                return NULL;
+            value.present = 3;
+            nested = 1;
+        }
         else {
             return NULL; /* an object, an array, anything else: the Python decoder's */
         }
@@ -298,7 +380,7 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
             slot = &outcome;
         if (slot != NULL) {
             if (slot->present || value.present == 3 || (value.present == 4 && slot != &ts))
-                return NULL; /* a field given twice; a boolean, or a number but as the time */
+                return NULL; /* a field given twice; a boolean, a nested value, or a number but as the time */
             *slot = value;
         }
         else if (value.present == 1 && !value.ascii) {
@@ -320,6 +402,13 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         p++;
     if (p != end)
         return NULL;
+    if (nested) { /* as codec.decode_batch measures a record that is not flat: its brackets, all of them */
+        Py_ssize_t brackets = 0;
+        for (const char *q = line; q < end; q++)
+            brackets += *q == '{' || *q == '[';
+        if (brackets > max_depth)
+            return NULL;
+    }
     if (user.present != 1 || ip.present != 1 || (ts.present != 1 && ts.present != 4) || !ip.ascii ||
         !ts.ascii)
         return NULL; /* (no event id, or a null one: its SignIn has None there, for decode_batch) */
@@ -398,10 +487,10 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
 static PyObject *decode_canonical(PyObject *self, PyObject *args)
 {
     PyObject *raws;
-    Py_ssize_t max_bytes, max_user, max_field;
+    Py_ssize_t max_bytes, max_user, max_field, max_depth;
     PyTypeObject *signin;
-    if (!PyArg_ParseTuple(args, "O!nnnO!", &PyList_Type, &raws, &max_bytes, &max_user, &max_field,
-                          &PyType_Type, &signin))
+    if (!PyArg_ParseTuple(args, "O!nnnnO!", &PyList_Type, &raws, &max_bytes, &max_user, &max_field,
+                          &max_depth, &PyType_Type, &signin))
         return NULL;
     if (!PyType_IsSubtype(signin, &PyTuple_Type)) {
         PyErr_SetString(PyExc_TypeError, "signin_type must be a tuple type");
@@ -415,7 +504,8 @@ static PyObject *decode_canonical(PyObject *self, PyObject *args)
         PyObject *raw = PyList_GET_ITEM(raws, i);
         PyObject *row = NULL;
         if (PyBytes_Check(raw) && PyBytes_GET_SIZE(raw) <= max_bytes) {
-            row = decode_line(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), max_user, max_field, signin);
+            row = decode_line(PyBytes_AS_STRING(raw), PyBytes_GET_SIZE(raw), max_user, max_field, max_depth,
+                              signin);
             if (row == NULL && PyErr_Occurred()) {
                 Py_DECREF(out);
                 return NULL;
@@ -798,7 +888,7 @@ static PyMethodDef methods[] = {
      "tree_find(tree, addresses, node_count, record_size, ipv4_start) -> bytearray: as "
      "geoip.SearchTree.find (addresses 4 bytes each, big-endian; offsets as int64, -1 for none)."},
     {"decode_canonical", decode_canonical, METH_VARARGS,
-     "decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, signin_type) -> list: the "
+     "decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, max_depth, signin_type) -> list: the "
      "SignIn of each line of the common canonical shape, None for any other (for the Python decoder)."},
     {"pack_signins", pack_signins, METH_VARARGS,
      "pack_signins(events, n) -> list: for each of n workers None, or (blob, special): its sign-ins "

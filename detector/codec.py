@@ -229,6 +229,7 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
         limits.max_event_bytes,
         limits.max_user_chars,
         limits.max_field_chars,
+        limits.max_depth,
         SignIn,
     )
     left = []

@@ -430,6 +430,26 @@ _PIECES = {
         b"123456789012345678901234567890",
         b"NaN",
         b"Infinity",
+        b"{}",
+        b"[]",
+        b' { "os" : "Windows" , "v" : [ 1 , 2.5e-3 , true , null , { "x" : "y" } , [ ] ] } ',
+        b'{"a":"\\u0041"}',
+        b'{"a":"\xc3\xa9"}',
+        b'{"a":"\xff"}',
+        b'{"\xc3\xa9":1}',
+        b'{"a":1,}',
+        b'{"a" 1}',
+        b"[1 2]",
+        b"[1,]",
+        b'{"a":01}',
+        b'{"a":tru}',
+        b'{"a":[1}',
+        b'{"a":"{[{["}',
+        b"[" * 16 + b"1" + b"]" * 16,
+        b"[" * 17 + b"1" + b"]" * 17,
+        b"[" * 31 + b"1" + b"]" * 31,
+        b"[" * 32 + b"1" + b"]" * 32,
+        b'["' + b"{" * 40 + b'"]',
     ],
 }
 _PLAIN = {name: pieces[0] for name, pieces in _PIECES.items()}  # every piece's first: the plain line
@@ -511,6 +531,8 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
         b'"risk":-0.25,"vpn":false}',
         b'{"user":"a","ip":"1.2.3.4","timestamp":1710547193.735,"event_id":"e"}',  # epoch seconds
         b'{"user":"a","ip":"1.2.3.4","timestamp":1710547193735,"event_id":"e"}',  # epoch milliseconds
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e",'
+        b'"device":{"os":"Windows","tags":["managed",1]}}',
     ]
     no_id = [  # taken, the event id left for decode_batch to derive (None)
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z"}',
@@ -518,7 +540,7 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
     ]
     left = [
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":7}',
-        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":[1]}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":["\\u0041"]}',
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":1e400}',
         b'{"user":"a","ip":"1.2.3.4","timestamp":99999999999,"event_id":"e"}',  # (out of range: rejected)
         b'{"user":"a","user":"b","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
@@ -526,10 +548,26 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
         b'{"user":"a","ip":"::1","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53.1234567Z","event_id":"e"}',
     ]
-    got = codec_module.SPEEDUPS.decode_canonical(plain + no_id + left, 65536, 512, 1024, SignIn)
+    got = codec_module.SPEEDUPS.decode_canonical(plain + no_id + left, 65536, 512, 1024, 32, SignIn)
     assert got[len(plain) + len(no_id) :] == [None] * len(left)
     assert got[: len(plain)] == [decode_event(raw) for raw in plain]
     assert [type(s) for s in got[: len(plain)]] == [SignIn] * len(plain)
+    # A nested value within the depth limit as decode_batch counts it (every bracket of the line: 3).
+    nested = plain[-1]
+    assert [
+        codec_module.SPEEDUPS.decode_canonical([nested], 65536, 512, 1024, d, SignIn)[0] for d in (2, 3)
+    ] == [
+        None,
+        decode_event(nested),
+    ]
+    for depth in (2, 3):
+        shallow = Limits(max_depth=depth)
+        results = [decode_batch([nested], shallow)[0]]
+        try:
+            results.append(decode_event(nested, shallow))
+        except InvalidEvent as exc:
+            results.append(exc)
+        assert (type(results[0]) is SignIn) == (depth == 3) and repr(results[0]) == repr(results[1])
     taken = got[len(plain) : len(plain) + len(no_id)]
     assert [s._replace(event_id=None) for s in map(decode_event, no_id)] == taken
     assert decode_batch(no_id) == [decode_event(raw) for raw in no_id]

@@ -84,7 +84,7 @@ def test_the_c_makers_leave_to_the_garbage_collector_only_what_might_be_cyclic()
     state = c.make(AccountState, (visit,), tuple(["e-1"]), ())  # (a tuple made at run time is tracked)
     assert not any(map(gc.is_tracked, (db, here, visit, state, state.recent_ids)))
     line = b'{"timestamp":"2024-03-16T00:59:53Z","user":"alice","ip":"81.2.69.10","event_id":"e-1"}'
-    signin = c.decode_canonical([line], 4096, 256, 256, SignIn)[0]
+    signin = c.decode_canonical([line], 4096, 256, 256, 32, SignIn)[0]
     assert signin == SignIn("alice", "81.2.69.10", 1710550793.0, "e-1") and not gc.is_tracked(signin)
 
     class Marker:
