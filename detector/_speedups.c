@@ -11,7 +11,7 @@
        -> list[SignIn | None]: the common canonical sign-in line (codec.decode_batch calls it first).
    A replay spends most of its decoding on lines of one shape: a flat JSON object whose values are
    plain strings (or, in fields the detector does not use, short numbers, true, false, null, or objects
-   and arrays of those and of plain ASCII strings, within max_depth as decode_batch counts it), with a
+   and arrays of those and of plain strings, within max_depth as decode_batch counts it), with a
    dotted-quad address and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM`, or
    epoch seconds or milliseconds as a number. For
    each such line it gives the very `SignIn` that `codec.decode_batch` gives, without building the
@@ -238,6 +238,21 @@ static int skip_number(const char **p, const char *end)
 
 #define MAX_NESTED 16
 
+/* A string's text is UTF-8 as CPython's strict decoder has it (as orjson has it too: no surrogate, no
+   overlong form, nothing past U+10FFFF), for a text the detector does not use. */
+static int utf8(const Span *text)
+{
+    if (text->ascii)
+        return 1;
+    PyObject *decoded = PyUnicode_DecodeUTF8(text->start, text->len, "strict");
+    if (decoded == NULL) {
+        PyErr_Clear();
+        return 0;
+    }
+    Py_DECREF(decoded);
+    return 1;
+}
+
 static int skip_nested(const char **p, const char *end, int depth);
 
 /* A value inside a nested one: a plain ASCII string (no escape, no control character), a number
@@ -248,7 +263,7 @@ static int skip_value(const char **p, const char *end, int depth)
         return 0;
     if (**p == '"') {
         Span text;
-        return read_string(p, end, &text) && text.ascii;
+        return read_string(p, end, &text) && utf8(&text);
     }
     if (**p == '{' || **p == '[')
         return skip_nested(p, end, depth + 1);
@@ -283,7 +298,7 @@ static int skip_nested(const char **p, const char *end, int depth)
             (*p)++;
         if (object) {
             Span key;
-            if (*p >= end || **p != '"' || !read_string(p, end, &key) || !key.ascii)
+            if (*p >= end || **p != '"' || !read_string(p, end, &key) || !utf8(&key))
                 return 0;
             while (*p < end && is_ws(**p))
                 (*p)++;
@@ -327,8 +342,8 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         if (p >= end || *p != '"')
             return NULL; /* (an empty object has no user: the Python decoder says so) */
         Span key;
-        if (!read_string(&p, end, &key) || !key.ascii)
-            return NULL;
+        if (!read_string(&p, end, &key) || !utf8(&key))
+            return NULL; /* (a key that is not ASCII is none the detector uses) */
         while (p < end && is_ws(*p))
             p++;
         if (p >= end || *p != ':')
@@ -383,8 +398,8 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
                 return NULL; /* a field given twice; a boolean, a nested value, or a number but as the time */
             *slot = value;
         }
-        else if (value.present == 1 && !value.ascii) {
-            return NULL; /* (its UTF-8 is for the Python decoder to check) */
+        else if (value.present == 1 && !utf8(&value)) {
+            return NULL; /* (not UTF-8: the Python decoder says so) */
         }
         while (p < end && is_ws(*p))
             p++;

@@ -404,6 +404,11 @@ _PIECES = {
     "outcome": [b'"success"', b'"failure"', b'"SUCCESS"', b"null", b'""', b"true"],
     "note": [
         b'"x"',
+        b'"S\xc3\xa3o Paulo \xf0\x9f\x98\x80 \xef\xbf\xbf"',
+        b'"\xed\xa0\x80"',  # a surrogate, in UTF-8's form
+        b'"\xc0\xaf"',  # an overlong form
+        b'"\xf4\x90\x80\x80"',  # past U+10FFFF
+        b'"\xe2\x80"',  # cut short
         b"null",
         b"1.5",
         b'{"a":1}',
@@ -436,7 +441,9 @@ _PIECES = {
         b'{"a":"\\u0041"}',
         b'{"a":"\xc3\xa9"}',
         b'{"a":"\xff"}',
+        b'{"a":["\xed\xa0\x80"]}',
         b'{"\xc3\xa9":1}',
+        b'{"\xc0\xaf":1}',
         b'{"a":1,}',
         b'{"a" 1}',
         b"[1 2]",
@@ -533,6 +540,7 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
         b'{"user":"a","ip":"1.2.3.4","timestamp":1710547193735,"event_id":"e"}',  # epoch milliseconds
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e",'
         b'"device":{"os":"Windows","tags":["managed",1]}}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","citt\xc3\xa0":"S\xc3\xa3o"}',
     ]
     no_id = [  # taken, the event id left for decode_batch to derive (None)
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z"}',
@@ -543,6 +551,7 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":["\\u0041"]}',
         b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","n":1e400}',
         b'{"user":"a","ip":"1.2.3.4","timestamp":99999999999,"event_id":"e"}',  # (out of range: rejected)
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e","\xc0\xaf":1}',
         b'{"user":"a","user":"b","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a\\u0062","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a","ip":"::1","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
@@ -553,7 +562,7 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
     assert got[: len(plain)] == [decode_event(raw) for raw in plain]
     assert [type(s) for s in got[: len(plain)]] == [SignIn] * len(plain)
     # A nested value within the depth limit as decode_batch counts it (every bracket of the line: 3).
-    nested = plain[-1]
+    nested = plain[-2]
     assert [
         codec_module.SPEEDUPS.decode_canonical([nested], 65536, 512, 1024, d, SignIn)[0] for d in (2, 3)
     ] == [
