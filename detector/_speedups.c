@@ -12,7 +12,7 @@
    A replay spends most of its decoding on lines of one shape: a JSON object whose values are plain
    strings (or, in fields the detector does not use, short numbers, true, false, null, or objects and
    arrays of those and of plain strings, the line within max_depth as decode_batch counts it), with a
-   dotted-quad address, and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM` or
+   dotted-quad address (or an IPv6 one written as normalise_ip writes it), and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM` or
    epoch seconds or milliseconds as a number. For each such line it gives the very `SignIn` that
    `codec.decode_batch` gives, without building the parsed object (but a line without an event id gets
    None there, and decode_batch derives the id, as decode_event does), and for every other line it
@@ -20,8 +20,8 @@
    for a reject, stays defined in one place, codec.py). It never accepts what the Python decoder would
    refuse: anything it is not sure of (an escape, a control character, a number in a field it uses
    other than the time, a long number, a value nested more than 16 deep, a repeated field, a lower-case
-   `t`, more than six fractional digits, an address that is not a plain dotted quad, a value that is
-   all white space) is None. tests/unit/test_codec.py holds the two equal.
+   `t`, more than six fractional digits, an address that is neither a plain dotted quad nor IPv6 as
+   normalised, a value that is all white space) is None. tests/unit/test_codec.py holds the two equal.
 
    make_slotted(cls, slots, *values): a slotted object, each slot set (model.new_location: a Location
    for every place GeoIP meets cost 15,000 instructions through the slots' Python-level __set__).
@@ -237,6 +237,60 @@ static int skip_number(const char **p, const char *end)
 
 #define MAX_NESTED 16
 
+/* An IPv6 address as Python's ipaddress writes it (3.11: lower-case hexadecets without leading zeros,
+   the longest run of two or more zero ones, the first of equals, as "::"), into out; its length. -1
+   for an IPv4-mapped one, which normalise_ip writes as the IPv4 address. */
+static int ipv6_text(const unsigned char b[16], char *out)
+{
+    unsigned int h[8];
+    for (int i = 0; i < 8; i++)
+        h[i] = (unsigned int)b[2 * i] << 8 | b[2 * i + 1];
+    if (!h[0] && !h[1] && !h[2] && !h[3] && !h[4] && h[5] == 0xffff)
+        return -1;
+    int best = -1, best_len = 0, start = -1, len = 0;
+    for (int i = 0; i < 8; i++) {
+        if (h[i] == 0) {
+            if (start < 0)
+                start = i;
+            if (++len > best_len) {
+                best = start;
+                best_len = len;
+            }
+        }
+        else {
+            start = -1;
+            len = 0;
+        }
+    }
+    if (best_len < 2)
+        best = -1;
+    /* As _compress_hextets does: the parts, the run as one empty part (and one more at either end),
+       joined by ':'. */
+    int parts[10], count = 0; /* a hexadecet, or -1 for an empty part */
+    if (best == 0)
+        parts[count++] = -1;
+    for (int i = 0; i < 8; i++) {
+        if (i == best) {
+            parts[count++] = -1;
+            i += best_len - 1;
+            if (i == 7)
+                parts[count++] = -1;
+        }
+        else {
+            parts[count++] = (int)h[i];
+        }
+    }
+    int n = 0;
+    for (int k = 0; k < count; k++) {
+        if (k > 0)
+            out[n++] = ':';
+        if (parts[k] >= 0)
+            n += sprintf(out + n, "%x", (unsigned int)parts[k]);
+    }
+    out[n] = '\0';
+    return n;
+}
+
 /* A string's text is UTF-8 as CPython's strict decoder has it (as orjson has it too: no surrogate, no
    overlong form, nothing past U+10FFFF), for a text the detector does not use. */
 static int utf8(const Span *text)
@@ -435,15 +489,24 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         else
             return NULL;
     }
-    /* A dotted quad that inet_pton takes, as socket.inet_pton does for codec.normalise_ip. */
-    char address[16];
-    unsigned char packed[4];
-    if (ip.len < 7 || ip.len > 15)
+    /* A dotted quad that inet_pton takes, as socket.inet_pton does for codec.normalise_ip; or an IPv6
+       address already written as normalise_ip writes it (str of ipaddress's IPv6Address). */
+    char address[40];
+    unsigned char packed[16];
+    if (ip.len < 2 || ip.len > 39)
         return NULL;
     memcpy(address, ip.start, ip.len);
     address[ip.len] = '\0';
-    if (inet_pton(AF_INET, address, packed) != 1)
-        return NULL;
+    if (memchr(address, ':', ip.len) == NULL) {
+        if (ip.len < 7 || ip.len > 15 || inet_pton(AF_INET, address, packed) != 1)
+            return NULL;
+    }
+    else {
+        char normal[48];
+        if (inet_pton(AF_INET6, address, packed) != 1 || ipv6_text(packed, normal) != ip.len ||
+            memcmp(normal, address, ip.len) != 0)
+            return NULL;
+    }
     double seconds;
     if (ts.present == 4) {
         /* Epoch seconds, or milliseconds from 1e11 on: codec.parse_timestamp's float(value), read by
