@@ -12,13 +12,13 @@
    A replay spends most of its decoding on lines of one shape: a JSON object whose values are plain
    strings (or, in fields the detector does not use, short numbers, true, false, null, or objects and
    arrays of those and of plain strings, the line within max_depth as decode_batch counts it), with a
-   dotted-quad address (or an IPv6 one written as normalise_ip writes it), and a timestamp `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM` or
-   epoch seconds or milliseconds as a number. For each such line it gives the very `SignIn` that
-   `codec.decode_batch` gives, without building the parsed object (but a line without an event id gets
-   None there, and decode_batch derives the id, as decode_event does), and for every other line it
-   gives None: the Python decoder then takes the line and decides (so what is valid, and every reason
-   for a reject, stays defined in one place, codec.py). It never accepts what the Python decoder would
-   refuse: anything it is not sure of (an escape, a control character, a number in a field it uses
+   dotted-quad address (or an IPv6 one written as normalise_ip writes it), and a timestamp
+   `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM`, or epoch seconds or milliseconds as a
+   number. For each such line it gives the very `SignIn` that `codec.decode_batch` gives, without
+   building the parsed object (but a line without an event id gets None there, and decode_batch
+   derives the id, as decode_event does), and for every other line it gives None: the Python decoder
+   then takes the line and decides (so what is valid, and every reason for a reject, stays defined in
+   one place, codec.py). It never accepts what the Python decoder would refuse: anything it is not sure of (an escape, a control character, a number in a field it uses
    other than the time, a long number, a value nested more than 16 deep, a repeated field, a lower-case
    `t`, more than six fractional digits, an address that is neither a plain dotted quad nor IPv6 as
    normalised, a value that is all white space) is None. tests/unit/test_codec.py holds the two equal.
