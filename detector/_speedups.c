@@ -15,13 +15,14 @@
    dotted-quad address (or an IPv6 one written as normalise_ip writes it), and a timestamp
    `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM`, or epoch seconds or milliseconds as a
    number. For each such line it gives the very `SignIn` that `codec.decode_batch` gives, without
-   building the parsed object (but a line without an event id gets None there, and decode_batch
-   derives the id, as decode_event does), and for every other line it gives None: the Python decoder
-   then takes the line and decides (so what is valid, and every reason for a reject, stays defined in
-   one place, codec.py). It never accepts what the Python decoder would refuse: anything it is not sure of (an escape, a control character, a number in a field it uses
-   other than the time, a long number, a value nested more than 16 deep, a repeated field, a lower-case
-   `t`, more than six fractional digits, an address that is neither a plain dotted quad nor IPv6 as
-   normalised, a value that is all white space) is None. tests/unit/test_codec.py holds the two equal.
+   building the parsed object (but a line without an event id gets None there, and decode_batch derives
+   the id, as decode_event does), and for every other line it gives None: the Python decoder then takes
+   the line and decides (so what is valid, and every reason for a reject, stays defined in one place,
+   codec.py). It never accepts what the Python decoder would refuse: anything it is not sure of (an
+   escape, a control character, a number in a field it uses other than the time, a long number, a value
+   nested more than 16 deep, a repeated field, a lower-case `t`, more than six fractional digits, an
+   address that is neither a plain dotted quad nor IPv6 as normalised, a value that is all white space)
+   is None. tests/unit/test_codec.py holds the two equal.
 
    make_slotted(cls, slots, *values): a slotted object, each slot set (model.new_location: a Location
    for every place GeoIP meets cost 15,000 instructions through the slots' Python-level __set__).
@@ -33,8 +34,8 @@
    signin_type) -> list[SignIn]: a replay batch shared out among n worker processes (parallel.py), each
    account always to the worker its str hash names, each worker's sign-ins as one bytes object (as
    columns of strings, split, pickled and rebuilt, the bench slice's batches took 0.23 s of CPU, about
-   6% of the replay's; packed, 0.13 s). A sign-in with a vendor location, a proxy flag or a text that UTF-8 cannot
-   hold (a lone surrogate) goes whole in ``special``, by its place in the share.
+   6% of the replay's; packed, 0.13 s). A sign-in with a vendor location, a proxy flag or a text that
+   UTF-8 cannot hold (a lone surrogate) goes whole in ``special``, by its place in the share.
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -55,6 +56,26 @@ typedef struct {
 } Span;
 
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; }
+
+/* p past JSON white space. */
+static const char *skip_ws(const char *p, const char *end)
+{
+    while (p < end && is_ws(*p))
+        p++;
+    return p;
+}
+
+/* The length of the literal true, false or null at p (its first letter says which), else 0. */
+static size_t literal(const char *p, const char *end)
+{
+    static const char *const literals[] = {"true", "false", "null"};
+    for (int k = 0; k < 3; k++) {
+        size_t n = strlen(literals[k]);
+        if ((size_t)(end - p) >= n && memcmp(p, literals[k], n) == 0)
+            return n;
+    }
+    return 0;
+}
 
 /* What a byte is inside a JSON string: plain ASCII, the closing quote, one this decoder leaves to the
    Python one (a backslash, a control character), or the start or part of a character beyond ASCII. */
@@ -235,6 +256,34 @@ static int skip_number(const char **p, const char *end)
     return 1;
 }
 
+#define SIGNIN_FIELDS 7
+
+/* A SignIn of plain fields (no vendor location, no proxy flag), left untracked by the cyclic garbage
+   collector (strings, a float, booleans, None: nothing it need walk). It takes the three texts over,
+   also when it fails: a NULL among them is an error already raised (out of memory). */
+static PyObject *plain_signin(PyTypeObject *signin, PyObject *user, PyObject *ip, double time,
+                              PyObject *event_id, int success)
+{
+    PyObject *t = user != NULL && ip != NULL && event_id != NULL ? PyFloat_FromDouble(time) : NULL;
+    PyObject *row = t != NULL ? signin->tp_alloc(signin, SIGNIN_FIELDS) : NULL;
+    if (row == NULL) {
+        Py_XDECREF(user);
+        Py_XDECREF(ip);
+        Py_XDECREF(event_id);
+        Py_XDECREF(t);
+        return NULL;
+    }
+    PyTuple_SET_ITEM(row, 0, user);
+    PyTuple_SET_ITEM(row, 1, ip);
+    PyTuple_SET_ITEM(row, 2, t);
+    PyTuple_SET_ITEM(row, 3, event_id);
+    PyTuple_SET_ITEM(row, 4, Py_NewRef(success ? Py_True : Py_False));
+    PyTuple_SET_ITEM(row, 5, Py_NewRef(Py_None));
+    PyTuple_SET_ITEM(row, 6, Py_NewRef(Py_False));
+    PyObject_GC_UnTrack(row);
+    return row;
+}
+
 #define MAX_NESTED 16
 
 /* An IPv6 address as Python's ipaddress writes it (3.11: lower-case hexadecets without leading zeros,
@@ -320,13 +369,10 @@ static int skip_value(const char **p, const char *end, int depth)
     }
     if (**p == '{' || **p == '[')
         return skip_nested(p, end, depth + 1);
-    static const char *const literals[] = {"true", "false", "null"};
-    for (int k = 0; k < 3; k++) {
-        size_t n = strlen(literals[k]);
-        if ((size_t)(end - *p) >= n && memcmp(*p, literals[k], n) == 0) {
-            *p += n;
-            return 1;
-        }
+    size_t n = literal(*p, end);
+    if (n > 0) {
+        *p += n;
+        return 1;
     }
     return skip_number(p, end);
 }
@@ -340,31 +386,26 @@ static int skip_nested(const char **p, const char *end, int depth)
     char close = **p == '{' ? '}' : ']';
     int object = close == '}';
     (*p)++;
-    while (*p < end && is_ws(**p))
-        (*p)++;
+    *p = skip_ws(*p, end);
     if (*p < end && **p == close) {
         (*p)++;
         return 1;
     }
     for (;;) {
-        while (*p < end && is_ws(**p))
-            (*p)++;
+        *p = skip_ws(*p, end);
         if (object) {
             Span key;
             if (*p >= end || **p != '"' || !read_string(p, end, &key) || !utf8(&key))
                 return 0;
-            while (*p < end && is_ws(**p))
-                (*p)++;
+            *p = skip_ws(*p, end);
             if (*p >= end || **p != ':')
                 return 0;
             (*p)++;
-            while (*p < end && is_ws(**p))
-                (*p)++;
+            *p = skip_ws(*p, end);
         }
         if (!skip_value(p, end, depth))
             return 0;
-        while (*p < end && is_ws(**p))
-            (*p)++;
+        *p = skip_ws(*p, end);
         if (*p < end && **p == ',') {
             (*p)++;
             continue;
@@ -384,42 +425,31 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
     int nested = 0;
     const char *end = p + size;
     Span user = {0}, ip = {0}, ts = {0}, eid = {0}, outcome = {0};
-    while (p < end && is_ws(*p))
-        p++;
+    p = skip_ws(p, end);
     if (p >= end || *p != '{')
         return NULL;
     p++;
     for (;;) {
-        while (p < end && is_ws(*p))
-            p++;
+        p = skip_ws(p, end);
         if (p >= end || *p != '"')
             return NULL; /* (an empty object has no user: the Python decoder says so) */
         Span key;
         if (!read_string(&p, end, &key) || !utf8(&key))
-            return NULL; /* (a key that is not ASCII is none the detector uses) */
-        while (p < end && is_ws(*p))
-            p++;
+            return NULL; /* (a key that is not UTF-8: the Python decoder says so) */
+        p = skip_ws(p, end);
         if (p >= end || *p != ':')
             return NULL;
         p++;
-        while (p < end && is_ws(*p))
-            p++;
+        p = skip_ws(p, end);
         Span value = {0};
+        size_t n;
         if (p < end && *p == '"') {
             if (!read_string(&p, end, &value))
                 return NULL;
         }
-        else if (end - p >= 4 && memcmp(p, "null", 4) == 0) {
-            value.present = 2;
-            p += 4;
-        }
-        else if (end - p >= 4 && memcmp(p, "true", 4) == 0) {
-            value.present = 3;
-            p += 4;
-        }
-        else if (end - p >= 5 && memcmp(p, "false", 5) == 0) {
-            value.present = 3;
-            p += 5;
+        else if ((n = literal(p, end)) > 0) {
+            value.present = *p == 'n' ? 2 : 3;
+            p += n;
         }
         else if (value.start = p, skip_number(&p, end)) {
             value.present = 4;
@@ -433,7 +463,7 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
             nested = 1;
         }
         else {
-            return NULL; /* an object, an array, anything else: the Python decoder's */
+            return NULL; /* anything else: the Python decoder's */
         }
         Span *slot = NULL;
         if (key.len == 4 && memcmp(key.start, "user", 4) == 0)
@@ -454,8 +484,7 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         else if (value.present == 1 && !utf8(&value)) {
             return NULL; /* (not UTF-8: the Python decoder says so) */
         }
-        while (p < end && is_ws(*p))
-            p++;
+        p = skip_ws(p, end);
         if (p < end && *p == ',') {
             p++;
             continue;
@@ -466,8 +495,7 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         }
         return NULL;
     }
-    while (p < end && is_ws(*p))
-        p++;
+    p = skip_ws(p, end);
     if (p != end)
         return NULL;
     if (nested) { /* as codec.decode_batch measures a record that is not flat: its brackets, all of them */
@@ -539,26 +567,8 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
         Py_DECREF(u);
         return NULL;
     }
-    PyObject *a = PyUnicode_FromStringAndSize(ip.start, ip.len);
-    PyObject *t = PyFloat_FromDouble(seconds);
-    PyObject *row = signin->tp_alloc(signin, 7);
-    if (a == NULL || t == NULL || row == NULL) {
-        Py_DECREF(u);
-        Py_DECREF(e);
-        Py_XDECREF(a);
-        Py_XDECREF(t);
-        Py_XDECREF(row);
-        return NULL; /* (out of memory: the caller sees the error) */
-    }
-    PyTuple_SET_ITEM(row, 0, u);
-    PyTuple_SET_ITEM(row, 1, a);
-    PyTuple_SET_ITEM(row, 2, t);
-    PyTuple_SET_ITEM(row, 3, e);
-    PyTuple_SET_ITEM(row, 4, Py_NewRef(success ? Py_True : Py_False));
-    PyTuple_SET_ITEM(row, 5, Py_NewRef(Py_None));
-    PyTuple_SET_ITEM(row, 6, Py_NewRef(Py_False));
-    PyObject_GC_UnTrack(row); /* strings, a float, booleans, None: nothing the collector need walk */
-    return row;
+    /* (NULL here is out of memory: the caller sees the error) */
+    return plain_signin(signin, u, PyUnicode_FromStringAndSize(ip.start, ip.len), seconds, e, success);
 }
 
 static PyObject *decode_canonical(PyObject *self, PyObject *args)
@@ -734,7 +744,6 @@ static PyObject *make_slotted(PyObject *self, PyObject *const *args, Py_ssize_t 
 /* pack_signins / unpack_signins. A sign-in in a blob: its time (a double), a flags byte (1: success,
    2: sent whole, in ``special``), the UTF-8 lengths of user, ip and event id (uint32 each), then
    their bytes. Native byte order: the blob never leaves the machine. */
-#define SIGNIN_FIELDS 7
 #define HEAD (sizeof(double) + 1 + 3 * sizeof(uint32_t))
 enum { FLAG_SUCCESS = 1, FLAG_SPECIAL = 2 };
 
@@ -825,12 +834,13 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < m; i++) {
         Packed *p = &packed[i];
         char *w = at[p->owner];
-        unsigned char flags = (unsigned char)((p->success ? FLAG_SUCCESS : 0) | (p->special ? FLAG_SPECIAL : 0));
+        unsigned char flags =
+            (unsigned char)((p->success ? FLAG_SUCCESS : 0) | (p->special ? FLAG_SPECIAL : 0));
         uint32_t len[3] = {0, 0, 0};
         if (p->special) {
             PyObject *key = PyLong_FromSsize_t(count[p->owner]);
-            int failed = key == NULL ||
-                         PyDict_SetItem(PyList_GET_ITEM(specials, p->owner), key, PyList_GET_ITEM(events, i)) < 0;
+            PyObject *special = PyList_GET_ITEM(specials, p->owner);
+            int failed = key == NULL || PyDict_SetItem(special, key, PyList_GET_ITEM(events, i)) < 0;
             Py_XDECREF(key);
             if (failed)
                 goto done;
@@ -856,7 +866,8 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
         goto done;
     for (Py_ssize_t k = 0; k < n; k++) {
         PyObject *blob = PyList_GET_ITEM(blobs, k);
-        PyObject *item = blob == Py_None ? Py_NewRef(Py_None) : PyTuple_Pack(2, blob, PyList_GET_ITEM(specials, k));
+        PyObject *item =
+            blob == Py_None ? Py_NewRef(Py_None) : PyTuple_Pack(2, blob, PyList_GET_ITEM(specials, k));
         if (item == NULL) {
             Py_CLEAR(out);
             goto done;
@@ -925,23 +936,9 @@ static PyObject *unpack_signins(PyObject *self, PyObject *args)
                     goto failed;
                 }
             }
-            PyObject *t = PyFloat_FromDouble(when);
-            row = signin->tp_alloc(signin, SIGNIN_FIELDS);
-            if (t == NULL || row == NULL) {
-                Py_XDECREF(t);
-                Py_XDECREF(row);
-                for (int f = 0; f < 3; f++)
-                    Py_DECREF(text[f]);
+            row = plain_signin(signin, text[0], text[1], when, text[2], flags & FLAG_SUCCESS);
+            if (row == NULL)
                 goto failed;
-            }
-            PyTuple_SET_ITEM(row, 0, text[0]);
-            PyTuple_SET_ITEM(row, 1, text[1]);
-            PyTuple_SET_ITEM(row, 2, t);
-            PyTuple_SET_ITEM(row, 3, text[2]);
-            PyTuple_SET_ITEM(row, 4, Py_NewRef(flags & FLAG_SUCCESS ? Py_True : Py_False));
-            PyTuple_SET_ITEM(row, 5, Py_NewRef(Py_None));
-            PyTuple_SET_ITEM(row, 6, Py_NewRef(Py_False));
-            PyObject_GC_UnTrack(row); /* (as decode_canonical's: nothing the collector need walk) */
         }
         int appended = PyList_Append(out, row);
         Py_DECREF(row);
