@@ -29,6 +29,14 @@
 
    tree_find(...): a MaxMind DB search tree walked for many IPv4 addresses (geoip.SearchTree.find,
    whose numpy walk is its twin: 32 numpy steps over a batch cost about 7,000 instructions an address).
+   tree_locate(...): a batch's new addresses, IPv4 and IPv6, as text: parsed, checked against the
+   special-purpose ranges, walked down the tree and their records found in the record index
+   (geoip.SearchTree.locate_text; its twin takes IPv4 only, and a new IPv6 address cost a database
+   read of about 23 us). The walks go in lockstep, GROUP at a time (see walk_group): each step of a
+   walk is a cache miss, and one at a time they cost 2 us an address, in lockstep 1 us.
+
+   place_key(latitude, longitude, country, city): model.place_key, the Location.place of every place
+   GeoIP meets (its f-string, interpreted, cost 1.5 us a place; compiled by mypyc, more).
 
    pack_signins(events, n) -> [(blob, special) | None] * n and unpack_signins(blob, special,
    signin_type) -> list[SignIn]: a replay batch shared out among n worker processes (parallel.py), each
@@ -603,38 +611,39 @@ static PyObject *decode_canonical(PyObject *self, PyObject *args)
     return out;
 }
 
-/* tree_find(tree, addresses, node_count, record_size, ipv4_start) -> bytearray of int64: for each
-   address (4 bytes, big-endian, one after another) the data-section offset of its record, or -1 when
-   it has none (the walk ends at the node count, or is still inside the tree after 32 bits). */
-static PyObject *tree_find(PyObject *self, PyObject *args)
+/* Walks through a MaxMind DB search tree, GROUP of them in lockstep: a walk is a chain of dependent
+   reads that mostly miss the cache (the tree is tens of MiB), so one at a time each waits for memory at
+   every step; taken a step each in turn, with the next node prefetched, their waits overlap. */
+#define GROUP 16
+
+typedef struct {
+    unsigned char address[16];
+    int bits;       /* the address's: 32 or 128 */
+    int64_t node;   /* where the walk is; at the end, the record's data-section offset, or -1 */
+    int64_t place;  /* the record's row in the record index, NO_POINT (-1), ABSENT (-2) */
+    Py_ssize_t at;  /* the entry it answers */
+} Walk;
+
+/* Each walk from its ``node``, a bit of its address (most significant first) a step, to its record's
+   offset, or -1 where it has none (the walk ends at the node count, or is still inside the tree after
+   the last bit). 0, or -1 with IndexError set when a node lies past the end of the tree. */
+static int walk_group(const Py_buffer *tree, Py_ssize_t node_count, Py_ssize_t record_size, Walk *w,
+                      int count)
 {
-    Py_buffer tree, addresses;
-    Py_ssize_t node_count, record_size, start;
-    if (!PyArg_ParseTuple(args, "y*y*nnn", &tree, &addresses, &node_count, &record_size, &start))
-        return NULL;
-    PyObject *out = NULL;
-    if ((record_size != 24 && record_size != 28 && record_size != 32) || addresses.len % 4 != 0) {
-        PyErr_SetString(PyExc_ValueError, "tree_find: record size 24, 28 or 32; 4 bytes an address");
-        goto done;
-    }
-    Py_ssize_t n = addresses.len / 4, node_bytes = record_size / 4;
-    out = PyByteArray_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
-    if (out == NULL)
-        goto done;
-    const unsigned char *base = tree.buf, *in = addresses.buf;
-    int64_t *found = (int64_t *)PyByteArray_AS_STRING(out);
-    for (Py_ssize_t i = 0; i < n; i++) {
-        uint32_t address = (uint32_t)in[4 * i] << 24 | (uint32_t)in[4 * i + 1] << 16 |
-                           (uint32_t)in[4 * i + 2] << 8 | in[4 * i + 3];
-        int64_t node = start;
-        for (int bit = 31; bit >= 0 && node < node_count; bit--) {
-            if ((node + 1) * node_bytes > tree.len) {
-                PyErr_SetString(PyExc_IndexError, "tree_find: a node past the end of the file");
-                Py_CLEAR(out);
-                goto done;
+    const unsigned char *base = tree->buf;
+    Py_ssize_t node_bytes = record_size / 4;
+    for (int bit = 0, active = count; active > 0; bit++) {
+        active = 0;
+        for (int k = 0; k < count; k++) {
+            int64_t node = w[k].node;
+            if (bit >= w[k].bits || node >= node_count)
+                continue;
+            if ((node + 1) * node_bytes > tree->len) {
+                PyErr_SetString(PyExc_IndexError, "a GeoIP search tree node past the end of the file");
+                return -1;
             }
             const unsigned char *p = base + node * node_bytes;
-            int right = (address >> bit) & 1;
+            int right = (w[k].address[bit / 8] >> (7 - bit % 8)) & 1;
             if (record_size == 24) {
                 p += 3 * right;
                 node = (int64_t)p[0] << 16 | p[1] << 8 | p[2];
@@ -648,12 +657,190 @@ static PyObject *tree_find(PyObject *self, PyObject *args)
                 p += 4 * right;
                 node = (int64_t)p[0] << 24 | (int64_t)p[1] << 16 | p[2] << 8 | p[3];
             }
+            w[k].node = node;
+            if (bit + 1 < w[k].bits && node < node_count) {
+                __builtin_prefetch(base + node * node_bytes);
+                active++;
+            }
         }
-        found[i] = node > node_count ? node - node_count - 16 : -1;
+    }
+    for (int k = 0; k < count; k++)
+        w[k].node = w[k].node > node_count ? w[k].node - node_count - 16 : -1;
+    return 0;
+}
+
+/* Each found record's row in the record index (``offsets`` sorted, ``places`` the row of each): a
+   binary search each, in lockstep as the walks; ABSENT (-2) where the index does not hold it. */
+static void index_group(const Py_buffer *offsets, const Py_buffer *places, Walk *w, int count)
+{
+    const int64_t *o = offsets->buf;
+    const int32_t *p = places->buf;
+    Py_ssize_t n = offsets->len / (Py_ssize_t)sizeof(int64_t), lo[GROUP], hi[GROUP];
+    for (int k = 0; k < count; k++) {
+        lo[k] = 0;
+        hi[k] = w[k].node >= 0 ? n : 0;
+    }
+    for (int active = count; active > 0;) {
+        active = 0;
+        for (int k = 0; k < count; k++) {
+            if (lo[k] >= hi[k])
+                continue;
+            Py_ssize_t mid = lo[k] + (hi[k] - lo[k]) / 2;
+            if (o[mid] < w[k].node)
+                lo[k] = mid + 1;
+            else
+                hi[k] = mid;
+            if (lo[k] < hi[k]) {
+                __builtin_prefetch(o + lo[k] + (hi[k] - lo[k]) / 2);
+                active++;
+            }
+        }
+    }
+    for (int k = 0; k < count; k++)
+        w[k].place = w[k].node >= 0 && lo[k] < n && o[lo[k]] == w[k].node ? p[lo[k]] : -2;
+}
+
+static int record_size_ok(Py_ssize_t record_size)
+{
+    if (record_size == 24 || record_size == 28 || record_size == 32)
+        return 1;
+    PyErr_SetString(PyExc_ValueError, "a GeoIP search tree's record size is 24, 28 or 32");
+    return 0;
+}
+
+/* tree_find(tree, addresses, node_count, record_size, ipv4_start) -> bytearray of int64: for each
+   address (4 bytes, big-endian, one after another) the data-section offset of its record, or -1 when
+   it has none. */
+static PyObject *tree_find(PyObject *self, PyObject *args)
+{
+    Py_buffer tree, addresses;
+    Py_ssize_t node_count, record_size, start;
+    if (!PyArg_ParseTuple(args, "y*y*nnn", &tree, &addresses, &node_count, &record_size, &start))
+        return NULL;
+    PyObject *out = NULL;
+    if (!record_size_ok(record_size))
+        goto done;
+    if (addresses.len % 4 != 0) {
+        PyErr_SetString(PyExc_ValueError, "tree_find: 4 bytes an address");
+        goto done;
+    }
+    Py_ssize_t n = addresses.len / 4;
+    out = PyByteArray_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (out == NULL)
+        goto done;
+    const unsigned char *in = addresses.buf;
+    int64_t *found = (int64_t *)PyByteArray_AS_STRING(out);
+    Walk w[GROUP];
+    for (Py_ssize_t i = 0; i < n; i += GROUP) {
+        int count = n - i < GROUP ? (int)(n - i) : GROUP;
+        for (int k = 0; k < count; k++) {
+            memcpy(w[k].address, in + 4 * (i + k), 4);
+            w[k].bits = 32;
+            w[k].node = start;
+        }
+        if (walk_group(&tree, node_count, record_size, w, count) < 0) {
+            Py_CLEAR(out);
+            goto done;
+        }
+        for (int k = 0; k < count; k++)
+            found[i + k] = w[k].node;
     }
 done:
     PyBuffer_Release(&tree);
     PyBuffer_Release(&addresses);
+    return out;
+}
+
+/* Whether ``address`` (``size`` bytes) lies in one of the networks of ``table``: entries of ``size``
+   bytes of network address and one of prefix length. */
+static int in_networks(const unsigned char *address, int size, const Py_buffer *table)
+{
+    const unsigned char *t = table->buf;
+    for (Py_ssize_t at = 0; at + size + 1 <= table->len; at += size + 1) {
+        int plen = t[at + size], whole = plen / 8, rest = plen % 8;
+        if (memcmp(address, t + at, whole) != 0)
+            continue;
+        if (rest == 0 || ((address[whole] ^ t[at + whole]) & (0xFF << (8 - rest)) & 0xFF) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* tree_locate(ips, tree, node_count, record_size, ipv4_start, ip_version, special4, special6,
+   index_offsets, index_places) -> (offsets, places), two bytearrays of int64, an entry an address.
+   offsets: its record's data-section offset, or UNKNOWN (-1) no record, SPECIAL (-2) in a network of
+   special4 / special6 (entries of 4 / 16 bytes of network and one of prefix length), LEFT (-3) not
+   taken here: not a str, not a plain IPv4 or IPv6 address by inet_pton (a zone id, say), or IPv6 in an
+   IPv4-only database. places: the record's row in the index (index_offsets sorted, index_places the
+   row of each; both empty without an index), NO_POINT (-1), or ABSENT (-2) not in the index. */
+static PyObject *tree_locate(PyObject *self, PyObject *args)
+{
+    PyObject *ips;
+    Py_buffer tree, special4, special6, index_offsets, index_places;
+    Py_ssize_t node_count, record_size, ipv4_start, ip_version;
+    if (!PyArg_ParseTuple(args, "O!y*nnnny*y*y*y*", &PyList_Type, &ips, &tree, &node_count, &record_size,
+                          &ipv4_start, &ip_version, &special4, &special6, &index_offsets, &index_places))
+        return NULL;
+    PyObject *offsets = NULL, *places = NULL, *out = NULL;
+    if (!record_size_ok(record_size))
+        goto done;
+    if (index_offsets.len / (Py_ssize_t)sizeof(int64_t) != index_places.len / (Py_ssize_t)sizeof(int32_t)) {
+        PyErr_SetString(PyExc_ValueError, "tree_locate: an index place for each index offset");
+        goto done;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(ips);
+    offsets = PyByteArray_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    places = PyByteArray_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
+    if (offsets == NULL || places == NULL)
+        goto done;
+    int64_t *found = (int64_t *)PyByteArray_AS_STRING(offsets), *row = (int64_t *)PyByteArray_AS_STRING(places);
+    Walk w[GROUP];
+    int count = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *ip = PyList_GET_ITEM(ips, i);
+        char text[64];
+        Py_ssize_t size;
+        const char *utf8 = PyUnicode_Check(ip) ? PyUnicode_AsUTF8AndSize(ip, &size) : NULL;
+        if (utf8 == NULL)
+            PyErr_Clear(); /* (a lone surrogate: not an address) */
+        found[i] = -3;
+        row[i] = -2;
+        if (utf8 != NULL && size < (Py_ssize_t)sizeof(text) && memchr(utf8, '\0', size) == NULL) {
+            memcpy(text, utf8, size);
+            text[size] = '\0';
+            int v6 = memchr(text, ':', size) != NULL;
+            Walk *next = &w[count];
+            if (inet_pton(v6 ? AF_INET6 : AF_INET, text, next->address) == 1 && (!v6 || ip_version == 6)) {
+                if (in_networks(next->address, v6 ? 16 : 4, v6 ? &special6 : &special4))
+                    found[i] = -2;
+                else {
+                    next->bits = v6 ? 128 : 32;
+                    next->node = v6 ? 0 : ipv4_start;
+                    next->at = i;
+                    count++;
+                }
+            }
+        }
+        if (count == GROUP || (i == n - 1 && count > 0)) {
+            if (walk_group(&tree, node_count, record_size, w, count) < 0)
+                goto done;
+            index_group(&index_offsets, &index_places, w, count);
+            for (int k = 0; k < count; k++) {
+                found[w[k].at] = w[k].node;
+                row[w[k].at] = w[k].place;
+            }
+            count = 0;
+        }
+    }
+    out = PyTuple_Pack(2, offsets, places);
+done:
+    Py_XDECREF(offsets);
+    Py_XDECREF(places);
+    PyBuffer_Release(&tree);
+    PyBuffer_Release(&special4);
+    PyBuffer_Release(&special6);
+    PyBuffer_Release(&index_offsets);
+    PyBuffer_Release(&index_places);
     return out;
 }
 
@@ -710,7 +897,9 @@ static PyObject *make(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 
 /* make_slotted(cls, slots, *values): object.__new__(cls), then each slot descriptor's __set__ with its
    value, as model._make_slotted does in Python (here a C call each, there a Python call each). */
-static PyObject *no_args; /* () for object.__new__ */
+static PyObject *no_args;        /* () for object.__new__ */
+static PyObject *question_mark;  /* "?": place_key's country when there is none */
+static PyObject *empty_text;     /* "" */
 
 static PyObject *make_slotted(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -740,6 +929,34 @@ static PyObject *make_slotted(PyObject *self, PyObject *const *args, Py_ssize_t 
         untrack_if_settled(obj, args + 2, nargs - 2);
     return obj;
 }
+
+/* model.place_key: "country|city|lat,lon", the country "?" and the city "" when there is none, the
+   centre to a degree in CPython's own float formatting (as format(x, ".0f") gives it). */
+static PyObject *place_key(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "place_key(latitude, longitude, country, city)");
+        return NULL;
+    }
+    double latitude = PyFloat_AsDouble(args[0]), longitude = PyFloat_AsDouble(args[1]);
+    if (PyErr_Occurred())
+        return NULL;
+    PyObject *country = args[2], *city = args[3];
+    int has_country = country != Py_None ? PyObject_IsTrue(country) : 0;
+    int has_city = city != Py_None ? PyObject_IsTrue(city) : 0;
+    if (has_country < 0 || has_city < 0)
+        return NULL;
+    char *lat = PyOS_double_to_string(latitude, 'f', 0, 0, NULL);
+    char *lon = PyOS_double_to_string(longitude, 'f', 0, 0, NULL);
+    PyObject *out = NULL;
+    if (lat != NULL && lon != NULL)
+        out = PyUnicode_FromFormat("%S|%S|%s,%s", has_country ? country : question_mark,
+                                   has_city ? city : empty_text, lat, lon);
+    PyMem_Free(lat);
+    PyMem_Free(lon);
+    return out;
+}
+
 
 /* pack_signins / unpack_signins. A sign-in in a blob: its time (a double), a flags byte (1: success,
    2: sent whole, in ``special``), the UTF-8 lengths of user, ip and event id (uint32 each), then
@@ -961,9 +1178,14 @@ static PyMethodDef methods[] = {
     {"tree_find", tree_find, METH_VARARGS,
      "tree_find(tree, addresses, node_count, record_size, ipv4_start) -> bytearray: as "
      "geoip.SearchTree.find (addresses 4 bytes each, big-endian; offsets as int64, -1 for none)."},
+    {"tree_locate", tree_locate, METH_VARARGS,
+     "tree_locate(ips, tree, node_count, record_size, ipv4_start, ip_version, special4, special6, "
+     "index_offsets, index_places) -> (offsets, places): as geoip.SearchTree.locate_text."},
     {"decode_canonical", decode_canonical, METH_VARARGS,
      "decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, max_depth, signin_type) -> list: the "
      "SignIn of each line of the common canonical shape, None for any other (for the Python decoder)."},
+    {"place_key", (PyCFunction)(void (*)(void))place_key, METH_FASTCALL,
+     "place_key(latitude, longitude, country, city) -> str: as model.place_key."},
     {"pack_signins", pack_signins, METH_VARARGS,
      "pack_signins(events, n) -> list: for each of n workers None, or (blob, special): its sign-ins "
      "(every account to the worker hash(user) % n names) as parallel.unpack takes them."},
@@ -981,5 +1203,9 @@ PyMODINIT_FUNC PyInit__speedups(void)
 {
     init_kinds();
     no_args = PyTuple_New(0);
-    return no_args == NULL ? NULL : PyModule_Create(&module);
+    question_mark = PyUnicode_InternFromString("?");
+    empty_text = PyUnicode_InternFromString("");
+    if (no_args == NULL || question_mark == NULL || empty_text == NULL)
+        return NULL;
+    return PyModule_Create(&module);
 }

@@ -11,12 +11,12 @@ Caching, so that repeated addresses cost almost nothing:
    returned for it, and a new address is looked for in the networks already seen (one dict probe per
    prefix length in use) before the database is read.
 
-3. by the database record: a batch's new IPv4 addresses walk the database's search tree together, one
-   bit per numpy step over the whole batch (``SearchTree``), which gives each the offset of its record;
-   only a record not seen before is read (about 23 us each), and addresses that share it share the
-   answer. A replay meets tens of thousands of new addresses a second: this was most of its GeoIP
-   cost, so where the database's record index has been built (``geoindex``), a batch's new records
-   are taken from it by one numpy search instead.
+3. by the database record: a batch's new addresses walk the database's search tree together
+   (``SearchTree``: in C, IPv4 and IPv6; else IPv4 only, one bit per numpy step over the whole batch),
+   which gives each the offset of its record; only a record not seen before is read (about 23 us
+   each), and addresses that share it share the answer. A replay meets tens of thousands of new
+   addresses a second: this was most of its GeoIP cost, so where the database's record index has been
+   built (``geoindex``), each record is taken from it instead (its place, one Location a place).
 
 The caches are bounded; when full, the oldest quarter goes. Addresses in special-purpose ranges (private,
 loopback, link-local, CGNAT, multicast, reserved, documentation, unspecified, ...) are never looked up.
@@ -38,7 +38,7 @@ import maxminddb
 import numpy as np
 
 from detector.errors import GeoDatabaseError
-from detector.geoindex import ABSENT, Fields, RecordIndex, fingerprint, index_path
+from detector.geoindex import ABSENT, NO_POINT, Fields, RecordIndex, fingerprint, index_path
 from detector.model import SPEEDUPS, DatabaseInfo, Location, new_database_info, new_location
 
 if TYPE_CHECKING:
@@ -96,6 +96,16 @@ _SPECIAL_V4_STARTS_ARRAY = np.array(_SPECIAL_V4_STARTS, dtype=np.int64)
 _SPECIAL_V4_ENDS_ARRAY = np.array(_SPECIAL_V4_ENDS, dtype=np.int64)
 
 
+def _network_table(networks: list[ipaddress.IPv4Network] | list[ipaddress.IPv6Network]) -> bytes:
+    """Networks for the C walk (``SearchTree.locate_text``): each its address and its prefix length."""
+    return b"".join([n.network_address.packed + bytes([n.prefixlen]) for n in networks])
+
+
+_SPECIAL_V4_TABLE, _SPECIAL_V6_TABLE = _network_table(_SPECIAL_V4), _network_table(_SPECIAL_V6)
+# What ``SearchTree.locate_text`` gives instead of a record's offset.
+UNKNOWN, SPECIAL, LEFT = -1, -2, -3
+
+
 def is_special(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """True for addresses that no database can place: not globally routed unicast."""
     if addr.version == 4:
@@ -115,6 +125,16 @@ def _special_v4_batch(values: np.ndarray) -> np.ndarray:
 
 
 _MISS = object()
+_NO_OFFSETS, _NO_PLACES = np.zeros(0, np.int64), np.zeros(0, np.int32)
+
+
+def _dotted_quad(ip: str) -> bool:
+    """A plain IPv4 address (as ``inet_pton`` takes it)."""
+    try:
+        socket.inet_pton(socket.AF_INET, ip)
+    except (OSError, TypeError, ValueError):
+        return False
+    return True
 
 
 class SearchTree:
@@ -132,6 +152,7 @@ class SearchTree:
         self.bytes = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
         self.node_count = node_count
         self.record_size = record_size
+        self.ip_version = ip_version
         self.node_bytes = record_size // 4
         start = 0
         if ip_version == 6:  # IPv4 lives under ::/96
@@ -166,6 +187,30 @@ class SearchTree:
         packed = addresses.astype(">u4").tobytes()
         found = SPEEDUPS.tree_find(self.bytes, packed, self.node_count, self.record_size, self.ipv4_start)
         return np.frombuffer(found, np.int64)
+
+    def locate_text(self, ips: list[str], index: RecordIndex | None) -> tuple[np.ndarray, np.ndarray]:
+        """For each address (text): the offset of its record, or UNKNOWN, SPECIAL (a special-purpose
+        range), or LEFT (not taken here); and the record's place in ``index``, NO_POINT, or ABSENT (not
+        in the index, or no index). In C where built: IPv4 and IPv6 addresses, parsed and walked. Else
+        the IPv4 ones by ``find``, and IPv6 ones LEFT."""
+        if SPEEDUPS is not None:
+            found, rows = SPEEDUPS.tree_locate(
+                ips, self.bytes, self.node_count, self.record_size, self.ipv4_start, self.ip_version,
+                _SPECIAL_V4_TABLE, _SPECIAL_V6_TABLE,
+                index.offsets if index is not None else _NO_OFFSETS,
+                index.places if index is not None else _NO_PLACES,
+            )  # fmt: skip
+            return np.frombuffer(found, np.int64), np.frombuffer(rows, np.int64)
+        offsets = np.full(len(ips), LEFT, np.int64)
+        taken = [k for k, ip in enumerate(ips) if _dotted_quad(ip)]
+        addresses = np.array([int.from_bytes(socket.inet_aton(ips[k]), "big") for k in taken], np.int64)
+        special = _special_v4_batch(addresses)
+        offsets[taken] = np.where(special, SPECIAL, self.find(addresses))
+        rows = np.full(len(ips), ABSENT, np.int64)
+        if index is not None:
+            known = offsets >= 0
+            rows[known] = index.lookup(offsets[known])
+        return offsets, rows
 
     def walk(self, addresses: np.ndarray) -> np.ndarray:
         """``find`` in numpy: one step (one bit) at a time, for every address still inside the tree."""
@@ -213,7 +258,7 @@ class GeoStats:
     misses: int = 0  # lookups that the address cache could not answer
     address_cache_hits: int = 0
     network_cache_hits: int = 0
-    index_hits: int = 0  # records answered by the record index (``geoindex``) instead of a read
+    index_hits: int = 0  # addresses answered by the record index (``geoindex``) instead of a read
     database_reads: int = 0
     special: int = 0
     unknown: int = 0
@@ -399,55 +444,46 @@ class GeoIP:
         return found
 
     def prefetch(self, ips: Iterable[str]) -> None:
-        """Locate a batch's new IPv4 addresses together (see ``SearchTree``), so that ``locate`` finds
-        them ready. Same answers as one at a time; an address not taken here is located as ever."""
+        """Locate a batch's new addresses together (see ``SearchTree``), so that ``locate`` finds them
+        ready. Same answers as one at a time; an address not taken here is located as ever."""
         tree = self._tree
         if tree is None:
             return
         cached, waiting = self._by_address, self._prefetched
         waiting.clear()  # what the last batch did not ask for after all
-        new = [ip for ip in set(ips) if ip not in cached and ":" not in ip]
+        new = [ip for ip in set(ips) if ip not in cached]
         if len(new) < PREFETCH_MIN:
             return  # a few: one at a time costs no more
-        try:
-            packed = b"".join([socket.inet_pton(socket.AF_INET, ip) for ip in new])
-        except OSError:
-            return  # not a plain dotted quad among them (callers pass normalised addresses)
-        addresses = np.frombuffer(packed, dtype=">u4")
-        offsets = tree.find(addresses)
-        special = _special_v4_batch(addresses)
-        offsets[special] = -2
-        by_record, stats = self._by_record, self.stats
-        stats.special += int(special.sum())
-        stats.unknown += int((offsets == -1).sum())
-        # Each record not met before: from the index, else one read from the first of its addresses.
-        kinds, first = np.unique(offsets, return_index=True)
-        kinds, first = kinds[kinds >= 0], first[kinds >= 0]
-        records = kinds.tolist()
-        located = {o: by_record[o] for o in records if o in by_record}
-        unseen = [k for k, o in enumerate(records) if o not in located]
-        places = (
-            self.index.lookup(kinds[unseen]).tolist() if self.index is not None else [ABSENT] * len(unseen)
-        )
+        offsets, rows = tree.locate_text(new, self.index)
+        places = rows.tolist()
         self._add_places(places)
-        by_place = self._by_place
-        for k, place in zip(unseen, places, strict=True):
-            if place == ABSENT:
-                read = self._read(new[int(first[k])])
-                location = read[0] if read is not None else None
+        by_record, by_place, stats = self._by_record, self._by_place, self.stats
+        for ip, offset, place in zip(new, offsets.tolist(), places, strict=True):
+            if place >= 0:  # the place of the record, from the index
+                location = by_place[place]
+                stats.index_hits += 1
+            elif offset < 0:
+                if offset == LEFT:
+                    continue  # (located one at a time)
+                location = None
+                stats.special += offset == SPECIAL
+                stats.unknown += offset == UNKNOWN
+            elif place == NO_POINT:  # in the index: a record without coordinates
+                location = None
+                stats.index_hits += 1
+                stats.unknown += 1
+            elif offset in by_record:  # a record not in the index, read before for another address
+                location = by_record[offset]
+                stats.network_cache_hits += 1
             else:
-                location = by_place[place] if place >= 0 else None
-                stats.unknown += location is None
-            located[records[k]] = by_record[records[k]] = location
+                read = self._read(ip)
+                if read is None:
+                    continue  # (the read failed: counted; one at a time will try again)
+                location = by_record[offset] = read[0]
+            waiting[ip] = self._with_asn(ip, location) if self.asn is not None else location
         for cache in (by_record, by_place):
             if len(cache) > self.cache_size:
                 _evict_quarter(cache)
-        stats.index_hits += len(unseen) - places.count(ABSENT)
-        stats.network_cache_hits += int((offsets >= 0).sum()) - len(unseen)
-        found = [located.get(o) for o in offsets.tolist()]
-        if self.asn is not None:
-            found = [self._with_asn(ip, loc) for ip, loc in zip(new, found, strict=True)]
-        waiting.update(zip(new, found, strict=True))
 
     def _add_places(self, places: list[int]) -> None:
         """A location for each row of the record index not met before (one object per place, shared

@@ -111,9 +111,15 @@ class Location:
         return f"{self.latitude:.2f},{self.longitude:.2f}"
 
 
-def place_key(latitude: float, longitude: float, country: str | None, city: str | None) -> str:
-    """``Location.place``: country, city and the centre to a degree."""
+def _place_key(latitude: float, longitude: float, country: str | None, city: str | None) -> str:
     return f"{country or '?'}|{city or ''}|{latitude:.0f},{longitude:.0f}"
+
+
+# ``place_key(latitude, longitude, country, city)``: ``Location.place``, country, city and the centre to
+# a degree (in C where built: a sixth of the cost, for every place GeoIP meets).
+place_key: Callable[[float, float, str | None, str | None], str] = (
+    SPEEDUPS.place_key if SPEEDUPS is not None else _place_key
+)
 
 
 def _make_slotted(cls: type, slots: tuple[Any, ...], *values: Any) -> Any:

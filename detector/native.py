@@ -20,8 +20,8 @@ canonical line (an object of plain strings, with numbers, literals or nested val
 detector does not use) straight into a ``SignIn``, where parsing it into a
 dict and checking each field took 15,700 instructions a line (anything else it leaves to
 ``codec.decode_batch``, which stays the definition of what is valid); it makes the hot path's named
-tuples and a new place's ``Location`` (``model.make``, ``model.make_slotted``), walks the GeoIP
-search tree (``geoip.SearchTree.find``), and packs a replay batch for the worker processes
+tuples and a new place's ``Location`` and its key (``model.make``, ``model.make_slotted``,
+``model.place_key``), walks the GeoIP search tree (``geoip.SearchTree.find``, ``locate_text``), and packs a replay batch for the worker processes
 (``parallel._split``). Each piece has a Python twin, run where it is not built.
 
 ``make setup`` runs ``python -m detector.native build``. A compiled module older than its source would

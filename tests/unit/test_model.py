@@ -7,6 +7,8 @@ import pickle
 from typing import Any
 
 import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from detector import model
 from detector.model import AccountState, SignIn, Visit, make, new_location
@@ -107,3 +109,20 @@ def test_the_c_makers_leave_to_the_garbage_collector_only_what_might_be_cyclic()
         del box, held, marker
         gc.collect()
         assert gone() is None
+
+
+@given(
+    st.floats(allow_nan=False),
+    st.floats(-180.5, 180.5) | st.sampled_from([0.5, -0.5, 1.5, 2.5, -2.5, -0.0, 0.49999999999999994]),
+    st.none() | st.text(max_size=3),
+    st.none() | st.text(max_size=12),
+)
+@example(51.5, -0.5, "GB", "London")  # (ties: to the even degree)
+@example(float("inf"), float("-inf"), "", "")
+def test_place_key_in_c_is_its_python_twin(
+    lat: float, lon: float, country: str | None, city: str | None
+) -> None:
+    if model.SPEEDUPS is None:
+        pytest.skip("detector/_speedups.c is not built (make setup)")
+    assert model.SPEEDUPS.place_key(lat, lon, country, city) == model._place_key(lat, lon, country, city)
+    assert model.SPEEDUPS.place_key(51, -1, "GB", None) == model._place_key(51, -1, "GB", None) == "GB||51,-1"
