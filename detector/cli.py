@@ -7,9 +7,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+# numpy's BLAS starts a thread per core at import, which spins on a core for a while (perf: 0.1 s of CPU
+# in every replay) and serves nothing here: the detector's numpy work is element-wise. Before the first
+# import of numpy; a value already set is left as it is.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from detector import __version__, logs
 from detector.config import OPTIONS, add_flags, describe, resolve

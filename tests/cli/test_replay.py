@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import orjson
@@ -251,3 +254,15 @@ def test_geoip_index_errors_are_one_line(tmp_path: Path) -> None:
     res = run_cli("geoip-index", "--geoip-db", str(tmp_path / "missing.mmdb"))
     err = res.stderr.decode().strip()
     assert res.returncode == 2 and len(err.splitlines()) == 1 and "not found" in err
+
+
+def test_the_command_line_starts_no_blas_threads_unless_asked() -> None:
+    """numpy's BLAS would start a spinning thread per core at import (0.1 s of CPU a replay, for no
+    use): the command line asks for one, unless OPENBLAS_NUM_THREADS is set already."""
+    code = "import os, detector.cli, numpy; print(len(os.listdir('/proc/self/task')))"
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    threads = [
+        subprocess.run([sys.executable, "-c", code], capture_output=True, env=env | extra, check=True)
+        for extra in ({}, {"OPENBLAS_NUM_THREADS": "2"})
+    ]
+    assert [int(t.stdout) for t in threads] == [1, 2]
