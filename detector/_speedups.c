@@ -35,6 +35,13 @@
    read of about 23 us). The walks go in lockstep, GROUP at a time (see walk_group): each step of a
    walk is a cache miss, and one at a time they cost 2 us an address, in lockstep 1 us.
 
+   advance_run(...): runs of a replay batch's common sign-ins, decided as engine.Engine.process's loop
+   decides them (its body is the twin): an account's first sign-in, a re-delivery, and the rule's quick
+   path (rules.advance: newer than the account's others, from its last address or not even possibly too
+   fast), new states made in C; every other sign-in is left to the loop. Compiled by mypyc, that loop
+   and the rule's functions were a third of a replay worker's time, much of it generic tuple access,
+   reference counting and calls; most of what is left is memory (the account's state, met again).
+
    place_key(latitude, longitude, country, city): model.place_key, the Location.place of every place
    GeoIP meets (its f-string, interpreted, cost 1.5 us a place; compiled by mypyc, more).
 
@@ -900,6 +907,7 @@ static PyObject *make(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *no_args;        /* () for object.__new__ */
 static PyObject *question_mark;  /* "?": place_key's country when there is none */
 static PyObject *empty_text;     /* "" */
+static PyObject *empty_tuple;    /* () */
 
 static PyObject *make_slotted(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -957,6 +965,271 @@ static PyObject *place_key(PyObject *self, PyObject *const *args, Py_ssize_t nar
     return out;
 }
 
+
+/* advance_run: the common sign-ins of a batch (engine.Engine.process), the rule's quick path in C. */
+static PyObject *outcome_first, *outcome_duplicate, *outcome_same_ip, *outcome_plausible,
+    *outcome_failure_checked;
+static PyObject *name_latitude, *name_longitude, *name_radius, *name_place;
+
+/* ``a == b`` for two texts (event ids, addresses), without the generic comparison; -1 when either is
+   not an exact str (the caller leaves the sign-in to Python). */
+static int same_text(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    if (!PyUnicode_CheckExact(a) || !PyUnicode_CheckExact(b))
+        return -1;
+    return PyUnicode_GET_LENGTH(a) == PyUnicode_GET_LENGTH(b) && PyUnicode_KIND(a) == PyUnicode_KIND(b) &&
+           memcmp(PyUnicode_DATA(a), PyUnicode_DATA(b), PyUnicode_GET_LENGTH(a) * PyUnicode_KIND(a)) == 0;
+}
+
+static int float_attr(PyObject *obj, PyObject *name, double *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    *out = PyFloat_AsDouble(v);
+    Py_DECREF(v);
+    return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
+}
+
+/* geo.haversine_km, operation for operation (CPython's math module is this libm; ** is pow). */
+static double haversine(double lat1, double lon1, double lat2, double lon2)
+{
+    const double to_radians = 3.14159265358979323846 / 180.0; /* (math.radians: x * (pi / 180)) */
+    double p1 = lat1 * to_radians, p2 = lat2 * to_radians;
+    double dphi = p2 - p1, dlmb = (lon2 - lon1) * to_radians;
+    double a = pow(sin(dphi / 2), 2.0) + cos(p1) * cos(p2) * pow(sin(dlmb / 2), 2.0);
+    double root = sqrt(a);
+    return 2 * 6371.0088 * asin(root < 1.0 ? root : 1.0);
+}
+
+/* rules.could_be_impossible of the account's last visit (its location ``la``, time ``ta``) and a new
+   sign-in: 1, 0, or -1 with an exception set. */
+static int could_be_impossible(PyObject *la, double ta, PyObject *lb, double tb, const double *policy)
+{
+    if (la == lb)
+        return 0;
+    double lat1, lon1, r1, lat2, lon2, r2;
+    if (float_attr(la, name_latitude, &lat1) < 0 || float_attr(la, name_longitude, &lon1) < 0 ||
+        float_attr(la, name_radius, &r1) < 0 || float_attr(lb, name_latitude, &lat2) < 0 ||
+        float_attr(lb, name_longitude, &lon2) < 0 || float_attr(lb, name_radius, &r2) < 0)
+        return -1;
+    double upper = haversine(lat1, lon1, lat2, lon2) * policy[4];
+    double net = upper - r1 - r2, elapsed = fabs(tb - ta);
+    if (!(net >= policy[1]))
+        return 0;
+    double speed = net <= 0.0 ? 0.0 : (elapsed <= 0.0 ? INFINITY : net / (elapsed / 3600.0));
+    return speed > policy[0];
+}
+
+/* rules._append: the history with a visit newer than all of it. */
+static PyObject *append_visit(PyObject *history, PyObject *visit, double t, const double *policy)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(history) + 1, raw_tail = (Py_ssize_t)policy[5];
+    PyObject **visits = PyMem_Malloc(n * sizeof(PyObject *));
+    if (visits == NULL)
+        return PyErr_NoMemory();
+    for (Py_ssize_t i = 0; i < n - 1; i++)
+        visits[i] = PyTuple_GET_ITEM(history, i);
+    visits[n - 1] = visit;
+    PyObject *out = NULL;
+    Py_ssize_t j = n - raw_tail - 1;
+    if (j > 0) { /* the middle of a run of three at one place, just out of the raw tail, goes */
+        PyObject *places[3] = {NULL, NULL, NULL};
+        int same = 0;
+        for (int k = 0; k < 3; k++) {
+            PyObject *location = PyTuple_GET_ITEM(visits[j - 1 + k], 3);
+            places[k] = PyObject_GetAttr(location, name_place);
+            if (places[k] == NULL)
+                goto places_done;
+        }
+        same = PyObject_RichCompareBool(places[0], places[1], Py_EQ);
+        if (same == 1)
+            same = PyObject_RichCompareBool(places[1], places[2], Py_EQ);
+    places_done:
+        for (int k = 0; k < 3; k++)
+            Py_XDECREF(places[k]);
+        if (places[2] == NULL || same < 0)
+            goto done;
+        if (same) {
+            memmove(visits + j, visits + j + 1, (n - j - 1) * sizeof(PyObject *));
+            n--;
+        }
+    }
+    double oldest = t - policy[3], first;
+    if ((first = PyFloat_AsDouble(PyTuple_GET_ITEM(visits[0], 2))) == -1.0 && PyErr_Occurred())
+        goto done;
+    if (first < oldest) {
+        Py_ssize_t kept = 0;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            double when = PyFloat_AsDouble(PyTuple_GET_ITEM(visits[i], 2));
+            if (when == -1.0 && PyErr_Occurred())
+                goto done;
+            if (when >= oldest)
+                visits[kept++] = visits[i];
+        }
+        n = kept;
+    }
+    Py_ssize_t size = (Py_ssize_t)policy[2], from = n > size ? n - size : 0;
+    out = PyTuple_New(n - from);
+    if (out != NULL)
+        for (Py_ssize_t i = from; i < n; i++)
+            PyTuple_SET_ITEM(out, i - from, Py_NewRef(visits[i]));
+done:
+    PyMem_Free(visits);
+    return out;
+}
+
+/* rules._with_id: the recent ids with one more, the newest ``limit`` of them. */
+static PyObject *with_id(PyObject *ids, PyObject *event_id, Py_ssize_t limit)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(ids) + 1, from = n > limit ? n - limit : 0;
+    PyObject *out = PyTuple_New(n - from);
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t i = from; i < n - 1; i++)
+        PyTuple_SET_ITEM(out, i - from, Py_NewRef(PyTuple_GET_ITEM(ids, i)));
+    PyTuple_SET_ITEM(out, n - 1 - from, Py_NewRef(event_id));
+    return out;
+}
+
+static int is_tuple_of(PyObject *v, Py_ssize_t n) { return PyTuple_Check(v) && PyTuple_GET_SIZE(v) >= n; }
+
+/* advance_run(start, wanted, located, held, changes, outcomes, visit_cls, state_cls, max_speed_kmh,
+   min_distance_km, history_size, history_window_s, screen_margin, raw_tail, recent_ids) -> int.
+   From ``start``, the sign-ins of ``wanted`` (SignIn tuples, ``located`` their locations) that the
+   rule's quick path decides, as Engine.process decides them (its loop body is the twin): an account's
+   first sign-in (rules.first_state), a re-delivery (rules.is_duplicate), and rules.advance where it
+   decides (a sign-in newer than the account's others, from its last address or not even possibly too
+   fast, the account without remembered alerts). Each new state goes into ``changes``, each outcome onto
+   ``outcomes``. Returns where it stopped: the first sign-in it leaves to Python (no location, a proxy
+   flag, anything else), or len(wanted). */
+static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 15 || !PyList_Check(args[1]) || !PyList_Check(args[2]) || !PyDict_Check(args[3]) ||
+        !PyDict_Check(args[4]) || !PyList_Check(args[5])) {
+        PyErr_SetString(PyExc_TypeError, "advance_run(start, wanted, located, held, changes, outcomes, "
+                                         "visit_cls, state_cls, *policy)");
+        return NULL;
+    }
+    Py_ssize_t k = PyLong_AsSsize_t(args[0]);
+    if (k == -1 && PyErr_Occurred())
+        return NULL;
+    PyObject *wanted = args[1], *located = args[2], *held = args[3], *changes = args[4],
+             *outcomes = args[5];
+    double policy[7]; /* max speed, min distance, history size, window, margin, raw tail, recent ids */
+    for (int i = 0; i < 7; i++)
+        if ((policy[i] = PyFloat_AsDouble(args[8 + i])) == -1.0 && PyErr_Occurred())
+            return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(wanted);
+    if (PyList_GET_SIZE(located) != n) {
+        PyErr_SetString(PyExc_ValueError, "advance_run: a location for each sign-in");
+        return NULL;
+    }
+    for (; k < n; k++) {
+        PyObject *row = PyList_GET_ITEM(wanted, k), *location = PyList_GET_ITEM(located, k);
+        if (location == Py_None || !is_tuple_of(row, 7) || PyTuple_GET_ITEM(row, 6) != Py_False)
+            break; /* the provider's location or proxy flag: Engine._with_vendor */
+        PyObject *user = PyTuple_GET_ITEM(row, 0), *ip = PyTuple_GET_ITEM(row, 1),
+                 *time = PyTuple_GET_ITEM(row, 2), *event_id = PyTuple_GET_ITEM(row, 3);
+        int success = PyTuple_GET_ITEM(row, 4) == Py_True;
+        if (!PyFloat_CheckExact(time) || (!success && PyTuple_GET_ITEM(row, 4) != Py_False))
+            break;
+        double t = PyFloat_AS_DOUBLE(time);
+        PyObject *stored = PyDict_GetItemWithError(changes, user);
+        if (stored == NULL && !PyErr_Occurred())
+            stored = PyDict_GetItemWithError(held, user);
+        if (stored == NULL && PyErr_Occurred())
+            return NULL;
+        PyObject *state = NULL, *outcome = NULL;
+        if (stored == NULL) { /* rules.first_state */
+            PyObject *visits = NULL, *ids = PyTuple_Pack(1, event_id);
+            if (success) {
+                PyObject *fields[5] = {args[6], event_id, ip, time, location};
+                PyObject *visit = make(NULL, fields, 5);
+                visits = visit != NULL ? PyTuple_Pack(1, visit) : NULL;
+                Py_XDECREF(visit);
+            }
+            else
+                visits = PyTuple_New(0);
+            if (visits != NULL && ids != NULL) {
+                PyObject *fields[4] = {args[7], visits, ids, empty_tuple};
+                state = make(NULL, fields, 4);
+            }
+            Py_XDECREF(visits);
+            Py_XDECREF(ids);
+            if (state == NULL)
+                return NULL;
+            outcome = outcome_first;
+        }
+        else {
+            if (!is_tuple_of(stored, 3))
+                break;
+            PyObject *history = PyTuple_GET_ITEM(stored, 0), *ids = PyTuple_GET_ITEM(stored, 1),
+                     *alerted = PyTuple_GET_ITEM(stored, 2);
+            if (!PyTuple_Check(history) || !PyTuple_Check(ids) || !PyTuple_Check(alerted))
+                break;
+            int seen = 0; /* rules.is_duplicate */
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ids) && seen == 0; i++)
+                seen = same_text(PyTuple_GET_ITEM(ids, i), event_id);
+            for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(history) && seen == 0; i++) {
+                PyObject *visit = PyTuple_GET_ITEM(history, i);
+                seen = is_tuple_of(visit, 4) ? same_text(PyTuple_GET_ITEM(visit, 0), event_id) : -1;
+            }
+            if (seen < 0)
+                break;
+            if (seen) {
+                if (PyList_Append(outcomes, outcome_duplicate) < 0)
+                    return NULL;
+                continue;
+            }
+            /* rules.advance, but an account with remembered alerts is left to Python */
+            Py_ssize_t count = PyTuple_GET_SIZE(history);
+            if (count == 0 || PyTuple_GET_SIZE(alerted) != 0)
+                break;
+            PyObject *last = PyTuple_GET_ITEM(history, count - 1);
+            if (!is_tuple_of(last, 4) || !PyFloat_CheckExact(PyTuple_GET_ITEM(last, 2)))
+                break;
+            double last_time = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(last, 2));
+            if (t < last_time)
+                break;
+            int same_ip = same_text(PyTuple_GET_ITEM(last, 1), ip);
+            if (same_ip < 0)
+                break;
+            if (!same_ip) {
+                int maybe = could_be_impossible(PyTuple_GET_ITEM(last, 3), last_time, location, t, policy);
+                if (maybe < 0)
+                    return NULL;
+                if (maybe)
+                    break;
+            }
+            PyObject *visits = NULL, *recent = with_id(ids, event_id, (Py_ssize_t)policy[6]);
+            if (success) {
+                PyObject *fields[5] = {args[6], event_id, ip, time, location};
+                PyObject *visit = make(NULL, fields, 5);
+                visits = visit != NULL ? append_visit(history, visit, t, policy) : NULL;
+                Py_XDECREF(visit);
+            }
+            else
+                visits = Py_NewRef(history);
+            if (visits != NULL && recent != NULL) {
+                PyObject *fields[4] = {args[7], visits, recent, alerted};
+                state = make(NULL, fields, 4);
+            }
+            Py_XDECREF(visits);
+            Py_XDECREF(recent);
+            if (state == NULL)
+                return NULL;
+            outcome = same_ip ? outcome_same_ip : (success ? outcome_plausible : outcome_failure_checked);
+        }
+        int stored_ok = PyDict_SetItem(changes, user, state);
+        Py_DECREF(state);
+        if (stored_ok < 0 || PyList_Append(outcomes, outcome) < 0)
+            return NULL;
+    }
+    return PyLong_FromSsize_t(k);
+}
 
 /* pack_signins / unpack_signins. A sign-in in a blob: its time (a double), a flags byte (1: success,
    2: sent whole, in ``special``), the UTF-8 lengths of user, ip and event id (uint32 each), then
@@ -1186,6 +1459,10 @@ static PyMethodDef methods[] = {
      "SignIn of each line of the common canonical shape, None for any other (for the Python decoder)."},
     {"place_key", (PyCFunction)(void (*)(void))place_key, METH_FASTCALL,
      "place_key(latitude, longitude, country, city) -> str: as model.place_key."},
+    {"advance_run", (PyCFunction)(void (*)(void))advance_run, METH_FASTCALL,
+     "advance_run(start, wanted, located, held, changes, outcomes, visit_cls, state_cls, max_speed_kmh, "
+     "min_distance_km, history_size, history_window_s, screen_margin, raw_tail, recent_ids) -> int: the "
+     "sign-ins from start that the rule's quick path decides, as Engine.process; where it stopped."},
     {"pack_signins", pack_signins, METH_VARARGS,
      "pack_signins(events, n) -> list: for each of n workers None, or (blob, special): its sign-ins "
      "(every account to the worker hash(user) % n names) as parallel.unpack takes them."},
@@ -1205,7 +1482,20 @@ PyMODINIT_FUNC PyInit__speedups(void)
     no_args = PyTuple_New(0);
     question_mark = PyUnicode_InternFromString("?");
     empty_text = PyUnicode_InternFromString("");
-    if (no_args == NULL || question_mark == NULL || empty_text == NULL)
+    empty_tuple = PyTuple_New(0);
+    outcome_first = PyUnicode_InternFromString("first");
+    outcome_duplicate = PyUnicode_InternFromString("duplicate");
+    outcome_same_ip = PyUnicode_InternFromString("same_ip");
+    outcome_plausible = PyUnicode_InternFromString("plausible");
+    outcome_failure_checked = PyUnicode_InternFromString("failure_checked");
+    name_latitude = PyUnicode_InternFromString("latitude");
+    name_longitude = PyUnicode_InternFromString("longitude");
+    name_radius = PyUnicode_InternFromString("accuracy_radius_km");
+    name_place = PyUnicode_InternFromString("place");
+    if (no_args == NULL || question_mark == NULL || empty_text == NULL || empty_tuple == NULL ||
+        outcome_first == NULL || outcome_duplicate == NULL || outcome_same_ip == NULL ||
+        outcome_plausible == NULL || outcome_failure_checked == NULL || name_latitude == NULL ||
+        name_longitude == NULL || name_radius == NULL || name_place == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -1,0 +1,100 @@
+"""``Engine.process`` takes runs of a batch's common sign-ins in C where built (``_speedups.advance_run``):
+its decisions, states and tallies are those of the loop it stands in for (the twin, run where it is not
+built), over streams with every kind of sign-in the loop handles itself in between."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from detector import engine as engine_module
+from detector.engine import Engine
+from detector.model import DatabaseInfo, Location, SignIn
+from detector.rules import Policy
+from detector.state import MemoryStore
+
+T0 = 1_709_287_200.0
+LONDON = Location(51.5074, -0.1278, 10, "GB", "London")
+PLACES: dict[str, Location | None] = {
+    "81.2.69.10": LONDON,
+    "81.2.69.11": LONDON,  # another address, the same Location object
+    "81.2.69.12": Location(51.51, -0.13, 10, "GB", "London"),  # another object, the same place
+    "81.2.70.10": Location(51.4543, -0.9781, 20, "GB", "Reading"),
+    "4.7.5.10": Location(40.7128, -74.0060, 20, "US", "New York"),
+    "2.16.117.10": Location(48.8566, 2.3522, 20, "FR", "Paris"),
+    "1.21.128.10": Location(35.6762, 139.6503, 50, "JP", "Tokyo"),
+    "2a02:c7f::1": Location(51.5, -0.12, 800, "GB", None),  # coarse
+    "45.1.2.3": None,  # unknown to the database
+}
+POLICIES = [
+    Policy(),
+    Policy(history_size=2, recent_ids=1, history_window_s=900.0, min_distance_km=0.0),
+    Policy(evaluate_failures=True, history_size=3, max_speed_kmh=50.0),
+]
+
+
+class Places:
+    """A resolver of fixed answers (the engine's GeoResolver protocol)."""
+
+    database = DatabaseInfo("GeoLite2-City", 1_700_000_000, "/test.mmdb")
+
+    def locate(self, ip: str) -> Location | None:
+        return PLACES[ip]
+
+    def locate_many(self, ips: list[str]) -> list[Location | None]:
+        return [PLACES[ip] for ip in ips]
+
+
+@st.composite
+def streams(draw: st.DrawFn) -> list[list[SignIn]]:
+    """Batches of sign-ins of a few accounts: mostly in order, some late, some delivered again, some
+    failed, a few with the provider's proxy flag or location."""
+    events: list[SignIn] = []
+    t = T0
+    for n in range(draw(st.integers(1, 120))):
+        t += draw(st.sampled_from([0, 1, 30, 300, 3000, 40000]))
+        if events and draw(st.integers(0, 9)) == 0:
+            events.append(draw(st.sampled_from(events)))  # a re-delivery
+            continue
+        late = draw(st.integers(0, 9)) == 0
+        kind = draw(st.integers(0, 19))
+        events.append(
+            SignIn(
+                draw(st.sampled_from(["alice", "bob", "carol"])),
+                draw(st.sampled_from(sorted(PLACES))),
+                t - 5000 if late else t,
+                f"e{n}",
+                draw(st.integers(0, 5)) > 0,
+                LONDON if kind == 0 else None,
+                kind == 1,
+            )
+        )
+    cuts = sorted(draw(st.lists(st.integers(0, len(events)), max_size=6)))
+    return [events[a:b] for a, b in zip([0, *cuts], [*cuts, len(events)], strict=True)]
+
+
+def _replay(batches: list[list[SignIn]], policy: Policy) -> list[object]:
+    engine = Engine(policy, Places(), MemoryStore(), clock=lambda: T0, use_vendor_location=True)
+    seen: list[object] = []
+    for batch in batches:
+        result = engine.process(batch)
+        seen.append((result.alerts, result.changes, result.tally))
+        engine.commit(result)
+    return seen
+
+
+@pytest.mark.skipif(engine_module.SPEEDUPS is None, reason="detector/_speedups.c is not built (make setup)")
+@settings(max_examples=200, deadline=None)
+@given(streams(), st.sampled_from(POLICIES))
+def test_the_quick_path_in_c_decides_as_the_loop_it_stands_for(
+    batches: list[list[SignIn]], policy: Policy
+) -> None:
+    with_c = _replay(batches, policy)
+    speedups = engine_module.SPEEDUPS
+    try:
+        engine_module.SPEEDUPS = None
+        twin = _replay(batches, policy)
+    finally:
+        engine_module.SPEEDUPS = speedups
+    assert with_c == twin
