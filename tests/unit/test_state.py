@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import struct
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -128,3 +131,62 @@ def test_the_least_recently_active_are_packed_first_after_batches_updated_in_pla
     hot = list(store._hot)
     assert "user-2" not in hot and hot[-5:] == ["user-0", "user-1", "user-8", "user-9", "user-10"]
     assert store.get("user-2") == at(1002.0) and len(store) == 11
+
+
+# Locations of every kind pack treats apart: GeoIP fixes (float fields, as GeoIP makes them), hosting by
+# ASN or by the provider's flag, a vendor's, and one with an integer radius.
+PACKED_LOCATIONS = [
+    Location(51.5074, -0.1278, 10.0, "GB", "London"),
+    Location(40.7128, -74.006, 20.0, "US", "New York", asn=16509, asn_org="AMAZON", network="hosting"),
+    Location(48.85, 2.35, 20.0, "FR", "Paris", network="hosting"),
+    Location(1e39, 0.0, 5.0),  # too large for the float32 copy: struct's error
+    VENDOR,
+    LONDON,
+]
+any_visits = st.builds(
+    Visit,
+    event_ids | st.sampled_from(["e\u00e9", "\ud800", "0" * 8 + "-0000-0000-0000-0000000000-0"]),
+    st.sampled_from(["81.2.69.10", "2a02:c7f::1", "10.0.0.1\x00", "1.2.3.4.5", "x" * 20]),
+    st.floats(6e8, 4e9),
+    st.sampled_from(PACKED_LOCATIONS),
+)
+any_states = st.builds(
+    AccountState,
+    st.lists(any_visits, max_size=6).map(tuple),
+    st.lists(event_ids, max_size=6).map(tuple),
+    states.map(lambda s: s.alerted),
+).map(lambda s: s._replace(recent_ids=s.recent_ids + tuple(v.event_id for v in s.visits[:2])))
+
+
+@settings(max_examples=500)
+@given(st.text(min_size=1, max_size=40) | st.just("\ud800"), any_states)
+def test_pack_in_c_writes_the_bytes_of_its_python_twin(user: str, state: AccountState) -> None:
+    from detector import statecodec
+
+    if statecodec.SPEEDUPS is None:
+        pytest.skip("detector/_speedups.c is not built (make setup)")
+    packed = statecodec.SPEEDUPS.pack_state(user, state)
+    try:
+        twin: bytes | None = statecodec._pack(user, state)
+    except (ValueError, struct.error, OverflowError):
+        twin = None  # what the twin refuses, the C leaves to it
+    assert packed is None or packed == twin
+
+
+def test_pack_takes_the_common_state_in_c() -> None:
+    from detector import statecodec
+
+    if statecodec.SPEEDUPS is None:
+        pytest.skip("detector/_speedups.c is not built (make setup)")
+    here = PACKED_LOCATIONS[0]
+    state = AccountState(
+        (
+            Visit("0a1b2c3d-0000-4000-8000-00000000000f", "81.2.69.10", 1.7e9, here),
+            Visit("ab12", "2a02:c7f::1", 1.8e9, here),
+        ),
+        ("0a1b2c3d-0000-4000-8000-00000000000f", "older", "ab12"),
+        (),
+    )
+    packed = statecodec.SPEEDUPS.pack_state("alice", state)
+    assert packed is not None and packed == statecodec._pack("alice", state) == pack("alice", state)
+    assert unpack(packed, lambda ip: here) == ("alice", state)
