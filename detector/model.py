@@ -116,7 +116,7 @@ def _place_key(latitude: float, longitude: float, country: str | None, city: str
 
 
 # ``place_key(latitude, longitude, country, city)``: ``Location.place``, country, city and the centre to
-# a degree (in C where built: a sixth of the cost, for every place GeoIP meets).
+# a degree (in C where built: 1.0 us where the f-string takes 1.5, for every place GeoIP meets).
 place_key: Callable[[float, float, str | None, str | None], str] = (
     SPEEDUPS.place_key if SPEEDUPS is not None else _place_key
 )
