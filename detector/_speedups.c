@@ -1147,32 +1147,14 @@ static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             stored = PyDict_GetItemWithError(held, user);
         if (stored == NULL && PyErr_Occurred())
             return NULL;
-        PyObject *state = NULL, *outcome = NULL;
-        if (stored == NULL) { /* rules.first_state */
-            PyObject *visits = NULL, *ids = PyTuple_Pack(1, event_id);
-            if (success) {
-                PyObject *fields[5] = {args[6], event_id, ip, time, location};
-                PyObject *visit = make(NULL, fields, 5);
-                visits = visit != NULL ? PyTuple_Pack(1, visit) : NULL;
-                Py_XDECREF(visit);
-            }
-            else
-                visits = PyTuple_New(0);
-            if (visits != NULL && ids != NULL) {
-                PyObject *fields[4] = {args[7], visits, ids, empty_tuple};
-                state = make(NULL, fields, 4);
-            }
-            Py_XDECREF(visits);
-            Py_XDECREF(ids);
-            if (state == NULL)
-                return NULL;
-            outcome = outcome_first;
-        }
-        else {
+        /* An account's first sign-in (rules.first_state) is what advancing an empty state makes. */
+        PyObject *history = empty_tuple, *ids = empty_tuple, *alerted = empty_tuple, *outcome = outcome_first;
+        if (stored != NULL) {
             if (!is_tuple_of(stored, 3))
                 break;
-            PyObject *history = PyTuple_GET_ITEM(stored, 0), *ids = PyTuple_GET_ITEM(stored, 1),
-                     *alerted = PyTuple_GET_ITEM(stored, 2);
+            history = PyTuple_GET_ITEM(stored, 0);
+            ids = PyTuple_GET_ITEM(stored, 1);
+            alerted = PyTuple_GET_ITEM(stored, 2);
             if (!PyTuple_Check(history) || !PyTuple_Check(ids) || !PyTuple_Check(alerted))
                 break;
             int seen = 0; /* rules.is_duplicate */
@@ -1209,25 +1191,25 @@ static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t n
                 if (maybe)
                     break;
             }
-            PyObject *visits = NULL, *recent = with_id(ids, event_id, (Py_ssize_t)policy[6]);
-            if (success) {
-                PyObject *fields[5] = {args[6], event_id, ip, time, location};
-                PyObject *visit = make(NULL, fields, 5);
-                visits = visit != NULL ? append_visit(history, visit, t, policy) : NULL;
-                Py_XDECREF(visit);
-            }
-            else
-                visits = Py_NewRef(history);
-            if (visits != NULL && recent != NULL) {
-                PyObject *fields[4] = {args[7], visits, recent, alerted};
-                state = make(NULL, fields, 4);
-            }
-            Py_XDECREF(visits);
-            Py_XDECREF(recent);
-            if (state == NULL)
-                return NULL;
             outcome = same_ip ? outcome_same_ip : (success ? outcome_plausible : outcome_failure_checked);
         }
+        PyObject *state = NULL, *visits = NULL, *recent = with_id(ids, event_id, (Py_ssize_t)policy[6]);
+        if (success) {
+            PyObject *fields[5] = {args[6], event_id, ip, time, location};
+            PyObject *visit = make(NULL, fields, 5);
+            visits = visit != NULL ? append_visit(history, visit, t, policy) : NULL;
+            Py_XDECREF(visit);
+        }
+        else
+            visits = Py_NewRef(history);
+        if (visits != NULL && recent != NULL) {
+            PyObject *fields[4] = {args[7], visits, recent, alerted};
+            state = make(NULL, fields, 4);
+        }
+        Py_XDECREF(visits);
+        Py_XDECREF(recent);
+        if (state == NULL)
+            return NULL;
         int stored_ok = PyDict_SetItem(changes, user, state);
         Py_DECREF(state);
         if (stored_ok < 0 || PyList_Append(outcomes, outcome) < 0)
