@@ -375,6 +375,27 @@ static int utf8(const Span *text)
     return 1;
 }
 
+/* The UTF-8 of a str (its size in *n), or NULL (not a str, or a lone surrogate: the error cleared). */
+static const char *text_of(PyObject *obj, Py_ssize_t *n)
+{
+    const char *raw = PyUnicode_Check(obj) ? PyUnicode_AsUTF8AndSize(obj, n) : NULL;
+    if (raw == NULL)
+        PyErr_Clear();
+    return raw;
+}
+
+/* inet_pton of a counted text into out: 1 when taken, 0 when not (no text with a NUL in it, or longer
+   than any address is written, is). */
+static int address_of(const char *text, Py_ssize_t n, int family, unsigned char *out)
+{
+    char terminated[INET6_ADDRSTRLEN];
+    if (n >= (Py_ssize_t)sizeof(terminated) || memchr(text, '\0', n) != NULL)
+        return 0;
+    memcpy(terminated, text, n);
+    terminated[n] = '\0';
+    return inet_pton(family, terminated, out) == 1;
+}
+
 static int skip_nested(const char **p, const char *end, int depth);
 
 /* A value inside a nested one: a plain string (no escape, no control character, UTF-8: utf8), a
@@ -539,20 +560,17 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
     }
     /* A dotted quad that inet_pton takes, as socket.inet_pton does for codec.normalise_ip; or an IPv6
        address already written as normalise_ip writes it (str of ipaddress's IPv6Address). */
-    char address[40];
     unsigned char packed[16];
     if (ip.len < 2 || ip.len > 39)
         return NULL;
-    memcpy(address, ip.start, ip.len);
-    address[ip.len] = '\0';
-    if (memchr(address, ':', ip.len) == NULL) {
-        if (ip.len < 7 || ip.len > 15 || inet_pton(AF_INET, address, packed) != 1)
+    if (memchr(ip.start, ':', ip.len) == NULL) {
+        if (ip.len < 7 || ip.len > 15 || !address_of(ip.start, ip.len, AF_INET, packed))
             return NULL;
     }
     else {
         char normal[48];
-        if (inet_pton(AF_INET6, address, packed) != 1 || ipv6_text(packed, normal) != ip.len ||
-            memcmp(normal, address, ip.len) != 0)
+        if (!address_of(ip.start, ip.len, AF_INET6, packed) || ipv6_text(packed, normal) != ip.len ||
+            memcmp(normal, ip.start, ip.len) != 0)
             return NULL;
     }
     double seconds;
@@ -805,24 +823,19 @@ static PyObject *tree_locate(PyObject *self, PyObject *args)
     places = PyByteArray_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int64_t));
     if (offsets == NULL || places == NULL)
         goto done;
-    int64_t *found = (int64_t *)PyByteArray_AS_STRING(offsets), *row = (int64_t *)PyByteArray_AS_STRING(places);
+    int64_t *found = (int64_t *)PyByteArray_AS_STRING(offsets);
+    int64_t *row = (int64_t *)PyByteArray_AS_STRING(places);
     Walk w[GROUP];
     int count = 0;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *ip = PyList_GET_ITEM(ips, i);
-        char text[64];
         Py_ssize_t size;
-        const char *utf8 = PyUnicode_Check(ip) ? PyUnicode_AsUTF8AndSize(ip, &size) : NULL;
-        if (utf8 == NULL)
-            PyErr_Clear(); /* (a lone surrogate: not an address) */
+        const char *text = text_of(PyList_GET_ITEM(ips, i), &size);
         found[i] = -3;
         row[i] = -2;
-        if (utf8 != NULL && size < (Py_ssize_t)sizeof(text) && memchr(utf8, '\0', size) == NULL) {
-            memcpy(text, utf8, size);
-            text[size] = '\0';
+        if (text != NULL) {
             int v6 = memchr(text, ':', size) != NULL;
             Walk *next = &w[count];
-            if (inet_pton(v6 ? AF_INET6 : AF_INET, text, next->address) == 1 && (!v6 || ip_version == 6)) {
+            if (address_of(text, size, v6 ? AF_INET6 : AF_INET, next->address) && (!v6 || ip_version == 6)) {
                 if (in_networks(next->address, v6 ? 16 : 4, v6 ? &special6 : &special4))
                     found[i] = -2;
                 else {
@@ -998,15 +1011,16 @@ static int float_attr(PyObject *obj, PyObject *name, double *out)
     return *out == -1.0 && PyErr_Occurred() ? -1 : 0;
 }
 
-/* geo.haversine_km, operation for operation (CPython's math module is this libm; ** is pow). */
-static double haversine(double lat1, double lon1, double lat2, double lon2)
+/* geo.haversine_km on a sphere of ``radius`` km, operation for operation (CPython's math module is this
+   libm; ** is pow). */
+static double haversine(double lat1, double lon1, double lat2, double lon2, double radius)
 {
     const double to_radians = 3.14159265358979323846 / 180.0; /* (math.radians: x * (pi / 180)) */
     double p1 = lat1 * to_radians, p2 = lat2 * to_radians;
     double dphi = p2 - p1, dlmb = (lon2 - lon1) * to_radians;
     double a = pow(sin(dphi / 2), 2.0) + cos(p1) * cos(p2) * pow(sin(dlmb / 2), 2.0);
     double root = sqrt(a);
-    return 2 * 6371.0088 * asin(root < 1.0 ? root : 1.0);
+    return 2 * radius * asin(root < 1.0 ? root : 1.0);
 }
 
 /* rules.could_be_impossible of the account's last visit (its location ``la``, time ``ta``) and a new
@@ -1020,7 +1034,7 @@ static int could_be_impossible(PyObject *la, double ta, PyObject *lb, double tb,
         float_attr(la, name_radius, &r1) < 0 || float_attr(lb, name_latitude, &lat2) < 0 ||
         float_attr(lb, name_longitude, &lon2) < 0 || float_attr(lb, name_radius, &r2) < 0)
         return -1;
-    double upper = haversine(lat1, lon1, lat2, lon2) * policy[4];
+    double upper = haversine(lat1, lon1, lat2, lon2, policy[7]) * policy[4];
     double net = upper - r1 - r2, elapsed = fabs(tb - ta);
     if (!(net >= policy[1]))
         return 0;
@@ -1101,8 +1115,19 @@ static PyObject *with_id(PyObject *ids, PyObject *event_id, Py_ssize_t limit)
 
 static int is_tuple_of(PyObject *v, Py_ssize_t n) { return PyTuple_Check(v) && PyTuple_GET_SIZE(v) >= n; }
 
+/* A Visit's time into *t, when it is one (a tuple of four, the time a float); else 0. */
+static int visit_time(PyObject *visit, double *t)
+{
+    if (!PyTuple_Check(visit) || PyTuple_GET_SIZE(visit) != 4 ||
+        !PyFloat_CheckExact(PyTuple_GET_ITEM(visit, 2)))
+        return 0;
+    *t = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(visit, 2));
+    return 1;
+}
+
 /* advance_run(start, wanted, located, held, changes, outcomes, visit_cls, state_cls, max_speed_kmh,
-   min_distance_km, history_size, history_window_s, screen_margin, raw_tail, recent_ids) -> int.
+   min_distance_km, history_size, history_window_s, screen_margin, raw_tail, recent_ids,
+   earth_radius_km) -> int.
    From ``start``, the sign-ins of ``wanted`` (SignIn tuples, ``located`` their locations) that the
    rule's quick path decides, as Engine.process decides them (its loop body is the twin): an account's
    first sign-in (rules.first_state), a re-delivery (rules.is_duplicate), and rules.advance where it
@@ -1112,7 +1137,7 @@ static int is_tuple_of(PyObject *v, Py_ssize_t n) { return PyTuple_Check(v) && P
    flag, anything else), or len(wanted). */
 static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 15 || !PyList_Check(args[1]) || !PyList_Check(args[2]) || !PyDict_Check(args[3]) ||
+    if (nargs != 16 || !PyList_Check(args[1]) || !PyList_Check(args[2]) || !PyDict_Check(args[3]) ||
         !PyDict_Check(args[4]) || !PyList_Check(args[5])) {
         PyErr_SetString(PyExc_TypeError, "advance_run(start, wanted, located, held, changes, outcomes, "
                                          "visit_cls, state_cls, *policy)");
@@ -1123,8 +1148,9 @@ static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     PyObject *wanted = args[1], *located = args[2], *held = args[3], *changes = args[4],
              *outcomes = args[5];
-    double policy[7]; /* max speed, min distance, history size, window, margin, raw tail, recent ids */
-    for (int i = 0; i < 7; i++)
+    /* max speed, min distance, history size, window, screen margin, raw tail, recent ids, earth radius */
+    double policy[8];
+    for (int i = 0; i < 8; i++)
         if ((policy[i] = PyFloat_AsDouble(args[8 + i])) == -1.0 && PyErr_Occurred())
             return NULL;
     Py_ssize_t n = PyList_GET_SIZE(wanted);
@@ -1176,10 +1202,8 @@ static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             if (count == 0 || PyTuple_GET_SIZE(alerted) != 0)
                 break;
             PyObject *last = PyTuple_GET_ITEM(history, count - 1);
-            if (!is_tuple_of(last, 4) || !PyFloat_CheckExact(PyTuple_GET_ITEM(last, 2)))
-                break;
-            double last_time = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(last, 2));
-            if (t < last_time)
+            double last_time;
+            if (!visit_time(last, &last_time) || t < last_time)
                 break;
             int same_ip = same_text(PyTuple_GET_ITEM(last, 1), ip);
             if (same_ip < 0)
@@ -1255,18 +1279,17 @@ static int put_double(Buffer *b, double v)
 static int put_text(Buffer *b, PyObject *text)
 {
     Py_ssize_t n;
-    const char *raw = PyUnicode_Check(text) ? PyUnicode_AsUTF8AndSize(text, &n) : NULL;
-    if (raw == NULL) {
-        PyErr_Clear(); /* (a lone surrogate: surrogatepass is Python's) */
-        return 1;
-    }
-    if (n > 0xFFFF)
+    const char *raw = text_of(text, &n); /* (a lone surrogate: surrogatepass is Python's) */
+    if (raw == NULL || n > 0xFFFF)
         return 1;
     unsigned char length[2] = {(unsigned char)(n & 0xFF), (unsigned char)(n >> 8)};
     return put(b, length, 2) < 0 || put(b, raw, n) < 0 ? -1 : 0;
 }
 
-static int hex_value(int c) { return c >= '0' && c <= '9' ? c - '0' : (c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1); }
+static int hex_value(int c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : (c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1);
+}
 
 /* statecodec._event_id: a lower-case uuid in 16 bytes, an even-length lower-case hex id of under 256
    characters in half, anything else as text. 0, 1 (leave it to Python), -1. */
@@ -1310,7 +1333,8 @@ static int put_event_id(Buffer *b, PyObject *eid)
 /* One visit of a state, as statecodec.pack writes a GeoIP-located one. 0, 1 (leave to Python), -1. */
 static int put_visit(Buffer *b, PyObject *visit)
 {
-    if (!PyTuple_Check(visit) || PyTuple_GET_SIZE(visit) != 4 || !PyFloat_CheckExact(PyTuple_GET_ITEM(visit, 2)))
+    double time;
+    if (!visit_time(visit, &time))
         return 1;
     PyObject *location = PyTuple_GET_ITEM(visit, 3), *ip = PyTuple_GET_ITEM(visit, 1);
     PyObject *values[6] = {NULL, NULL, NULL, NULL, NULL, NULL};
@@ -1329,28 +1353,18 @@ static int put_visit(Buffer *b, PyObject *visit)
     if (!geoip || !PyFloat_Check(values[3]) || !PyFloat_Check(values[4]) || !PyFloat_Check(values[5]))
         goto done; /* a vendor's location, stored whole: Python's */
     unsigned char flags = hosting && values[2] == Py_None ? 2 : 0, raw[13];
-    if (put_double(b, PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(visit, 2))) < 0) {
+    if (put_double(b, time) < 0) {
         status = -1;
         goto done;
     }
     Py_ssize_t n;
-    const char *text = PyUnicode_Check(ip) ? PyUnicode_AsUTF8AndSize(ip, &n) : NULL;
-    if (text == NULL) {
-        PyErr_Clear();
-        goto done;
-    }
-    char quad[16];
+    const char *text = text_of(ip, &n);
+    if (text == NULL || memchr(text, '\0', n) != NULL)
+        goto done; /* (a NUL: socket.inet_pton refuses it with its own error) */
     unsigned char address[4];
-    if (memchr(text, '\0', n) != NULL)
-        goto done; /* (socket.inet_pton refuses it with its own error) */
-    if (n < (Py_ssize_t)sizeof(quad)) {
-        memcpy(quad, text, n);
-        quad[n] = '\0';
-    }
-    else
-        quad[0] = '\0';
-    int taken = inet_pton(AF_INET, quad, address) == 1 ? (put_byte(b, 4) < 0 || put(b, address, 4) < 0 ? -1 : 0)
-                                                       : (put_byte(b, 0) < 0 ? -1 : put_text(b, ip));
+    int taken = address_of(text, n, AF_INET, address)
+                    ? (put_byte(b, 4) < 0 || put(b, address, 4) < 0 ? -1 : 0)
+                    : (put_byte(b, 0) < 0 ? -1 : put_text(b, ip));
     if (taken != 0 || (taken = put_event_id(b, PyTuple_GET_ITEM(visit, 0))) != 0) {
         status = taken;
         goto done;
@@ -1388,13 +1402,8 @@ static PyObject *pack_state(PyObject *self, PyObject *const *args, Py_ssize_t na
         status = put_text(&b, args[0]);
     Py_ssize_t count = PyTuple_GET_SIZE(visits);
     double newest = 0.0; /* statecodec.newest_time: the last visit's (no alerts here) */
-    if (status == 0 && count > 0) {
-        PyObject *last = PyTuple_GET_ITEM(visits, count - 1);
-        if (!PyTuple_Check(last) || PyTuple_GET_SIZE(last) != 4 || !PyFloat_CheckExact(PyTuple_GET_ITEM(last, 2)))
-            status = 1;
-        else
-            newest = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(last, 2));
-    }
+    if (status == 0 && count > 0 && !visit_time(PyTuple_GET_ITEM(visits, count - 1), &newest))
+        status = 1;
     if (status == 0)
         status = put_double(&b, newest);
     if (status == 0)
@@ -1656,8 +1665,9 @@ static PyMethodDef methods[] = {
      "place_key(latitude, longitude, country, city) -> str: as model.place_key."},
     {"advance_run", (PyCFunction)(void (*)(void))advance_run, METH_FASTCALL,
      "advance_run(start, wanted, located, held, changes, outcomes, visit_cls, state_cls, max_speed_kmh, "
-     "min_distance_km, history_size, history_window_s, screen_margin, raw_tail, recent_ids) -> int: the "
-     "sign-ins from start that the rule's quick path decides, as Engine.process; where it stopped."},
+     "min_distance_km, history_size, history_window_s, screen_margin, raw_tail, recent_ids, "
+     "earth_radius_km) -> int: the sign-ins from start that the rule's quick path decides, as "
+     "Engine.process; where it stopped."},
     {"pack_state", (PyCFunction)(void (*)(void))pack_state, METH_FASTCALL,
      "pack_state(user, state) -> bytes | None: statecodec.pack's bytes, for a state of GeoIP-located visits "
      "without remembered alerts; None for any other (statecodec._pack writes it)."},

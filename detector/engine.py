@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any, Protocol, cast
 
 from detector.codec import reason_code
-from detector.geo import SCREEN_MARGIN
+from detector.geo import EARTH_MEAN_RADIUS_KM, SCREEN_MARGIN
 from detector.model import SPEEDUPS, AccountState, Alert, DatabaseInfo, Location, SignIn, Visit, make
 from detector.rules import RAW_TAIL, Candidate, Policy, advance, evaluate, first_state, is_duplicate
 from detector.state import StateStore
@@ -210,7 +210,7 @@ class Engine:
                 done = quick_run(
                     k, wanted, located, held, changes, outcomes, Visit, AccountState,
                     policy.max_speed_kmh, policy.min_distance_km, policy.history_size,
-                    policy.history_window_s, SCREEN_MARGIN, RAW_TAIL, policy.recent_ids,
+                    policy.history_window_s, SCREEN_MARGIN, RAW_TAIL, policy.recent_ids, EARTH_MEAN_RADIUS_KM,
                 )  # fmt: skip
                 if done > k:
                     continue

@@ -128,13 +128,12 @@ _MISS = object()
 _NO_OFFSETS, _NO_PLACES = np.zeros(0, np.int64), np.zeros(0, np.int32)
 
 
-def _dotted_quad(ip: str) -> bool:
-    """A plain IPv4 address (as ``inet_pton`` takes it)."""
+def _dotted_quad(ip: str) -> bytes | None:
+    """The 4 bytes of a plain IPv4 address (as ``inet_pton`` takes it), else None."""
     try:
-        socket.inet_pton(socket.AF_INET, ip)
+        return socket.inet_pton(socket.AF_INET, ip)
     except (OSError, TypeError, ValueError):
-        return False
-    return True
+        return None
 
 
 class SearchTree:
@@ -202,8 +201,10 @@ class SearchTree:
             )  # fmt: skip
             return np.frombuffer(found, np.int64), np.frombuffer(rows, np.int64)
         offsets = np.full(len(ips), LEFT, np.int64)
-        taken = [k for k, ip in enumerate(ips) if _dotted_quad(ip)]
-        addresses = np.array([int.from_bytes(socket.inet_aton(ips[k]), "big") for k in taken], np.int64)
+        quads = [_dotted_quad(ip) for ip in ips]
+        taken = [k for k, quad in enumerate(quads) if quad is not None]
+        packed = b"".join([quad for quad in quads if quad is not None])
+        addresses = np.frombuffer(packed, ">u4").astype(np.int64)
         special = _special_v4_batch(addresses)
         offsets[taken] = np.where(special, SPECIAL, self.find(addresses))
         rows = np.full(len(ips), ABSENT, np.int64)

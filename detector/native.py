@@ -21,8 +21,10 @@ detector does not use) straight into a ``SignIn``, where parsing it into a
 dict and checking each field took 15,700 instructions a line (anything else it leaves to
 ``codec.decode_batch``, which stays the definition of what is valid); it makes the hot path's named
 tuples and a new place's ``Location`` and its key (``model.make``, ``model.make_slotted``,
-``model.place_key``), walks the GeoIP search tree (``geoip.SearchTree.find``, ``locate_text``), and packs a replay batch for the worker processes
-(``parallel._split``). Each piece has a Python twin, run where it is not built.
+``model.place_key``), walks the GeoIP search tree (``geoip.SearchTree.find``, ``locate_text``), takes
+the rule's quick path over a batch (``engine.Engine.process``), packs the common account state
+(``statecodec.pack``), and packs a replay batch for the worker processes (``parallel._split``). Each
+piece has a Python twin, run where it is not built.
 
 ``make setup`` runs ``python -m detector.native build``. A compiled module older than its source would
 silently run old code after an edit, so ``detector/__init__.py`` then imports every one of them from
