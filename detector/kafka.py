@@ -32,6 +32,7 @@ import orjson
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import errors as kerr
 from kafka.admin import NewTopic
+from kafka.partitioner.default import murmur2
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from detector import __version__, logs
@@ -191,10 +192,21 @@ def internal_topics(settings: Any) -> tuple[str, str]:
     return f"{settings.group_id}-signins-by-account", f"{settings.group_id}-state-changelog"
 
 
+def utf8(user: str) -> bytes:
+    """An account as a record key (an account read from a key may hold surrogates: kept as they were)."""
+    return user.encode("utf-8", "surrogatepass")
+
+
 def account_partition(user: str, partitions: int) -> int:
     """The partition that owns an account in the repartition topic and the changelog. CRC-32 (in C)
     rather than the Java client's murmur2, which kafka-python computes in Python at 12 us a call."""
-    return zlib.crc32(user.encode("utf-8", "surrogatepass")) % partitions
+    return zlib.crc32(utf8(user)) % partitions
+
+
+def keyed_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (Java's and kafka-python's) picks for a keyed record:
+    murmur2 of the key. Alerts are sent to it explicitly, so that their partition is known up front."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 @dataclass
@@ -878,8 +890,22 @@ class Pipeline:
     def _outputs(self, out: Outputs) -> list[Any]:
         """Send everything a batch produces; returns the send futures."""
         assert self.producer is not None
+        records = self._records(out)
+        if self.transactional:
+            # Each partition a transaction writes must be added to it (AddPartitionsToTxn) before its records
+            # go out; kafka-python adds what the first send() found, then the rest in another round trip
+            # the commit waits for. Declared here, all of them go in one request.
+            add = self.producer._transaction_manager.maybe_add_partition_to_transaction
+            for tp in {TopicPartition(topic, p) for topic, p, *_ in records if p is not None}:
+                add(tp)
         send = self.producer.send
-        futures = []
+        return [send(topic, value=v, key=k, partition=p, headers=h) for topic, p, k, v, h in records]
+
+    def _records(self, out: Outputs) -> list[tuple[str, int | None, bytes | None, bytes | None, Any]]:
+        """(topic, partition, key, value, headers) of everything a batch produces; the partition is None
+        where Kafka's partitioner picks it (dead letters keep their original key)."""
+        assert self.producer is not None
+        records: list[tuple[str, int | None, bytes | None, bytes | None, Any]] = []
         for record, reason in out.bad:
             headers = [
                 ("reason", reason.encode("utf-8", "backslashreplace")),
@@ -888,45 +914,35 @@ class Pipeline:
                 ("source_offset", str(record.offset).encode()),
                 ("detector_version", __version__.encode()),
             ]
-            futures.append(send(self.s.dlq_topic, value=record.value, key=record.key, headers=headers))
+            records.append((self.s.dlq_topic, None, record.key, record.value, headers))
         for event, p in out.to_partition:
-            futures.append(
-                send(
-                    self.by_account,
-                    value=encode_internal(event),
-                    partition=p,
-                    key=event.user.encode("utf-8", "surrogatepass"),
-                )
-            )
+            records.append((self.by_account, p, utf8(event.user), encode_internal(event), None))
         for p, value in out.markers:
-            futures.append(send(self.by_account, value=value, partition=p, key=MARKER_KEY))
+            records.append((self.by_account, p, MARKER_KEY, value, None))
         for user, p, blob in out.changes:
-            futures.append(
-                send(self.changelog, value=blob, partition=p, key=user.encode("utf-8", "surrogatepass"))
-            )
+            records.append((self.changelog, p, utf8(user), blob, None))
         for user, p in out.tombstones:
-            futures.append(
-                send(self.changelog, value=None, partition=p, key=user.encode("utf-8", "surrogatepass"))
-            )
-        for alert in out.alerts:
-            futures.append(
-                send(
-                    self.s.alert_topic,
-                    value=encode_alert(alert, self.s.alert_ipv4_prefix, self.s.alert_ipv6_prefix),
-                    key=alert.user.encode("utf-8", "surrogatepass"),
-                )
-            )
-        return futures
+            records.append((self.changelog, p, utf8(user), None, None))
+        if out.alerts:
+            n = len(self.producer.partitions_for(self.s.alert_topic))
+            for alert in out.alerts:
+                key = utf8(alert.user)
+                value = encode_alert(alert, self.s.alert_ipv4_prefix, self.s.alert_ipv6_prefix)
+                records.append((self.s.alert_topic, keyed_partition(key, n), key, value, None))
+        return records
 
     def _commit_transaction(self, out: Outputs, after: dict[TopicPartition, int]) -> None:
         assert self.producer is not None and self.consumer is not None
         self.producer.begin_transaction()
         self._outputs(out)
         offsets = {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in after.items()}
-        timeout = self.s.commit_timeout
-        _txn(self.producer, "send_offsets_to_transaction", timeout, offsets, self.consumer.group_metadata())
+        # Not waited for: its requests (AddOffsetsToTxn, TxnOffsetCommit) go before the EndTxn queued
+        # next, which fails if they do; waiting cost the commit a handoff between threads.
+        self.producer._transaction_manager.send_offsets_to_transaction(
+            offsets, self.consumer.group_metadata()
+        )
         self._committing = True
-        _txn(self.producer, "begin_commit", timeout)
+        _txn(self.producer, "begin_commit", self.s.commit_timeout)
         self.metrics.transactions.labels("committed").inc()
 
     def _commit_at_least_once(self, out: Outputs, after: dict[TopicPartition, int]) -> None:
