@@ -894,7 +894,8 @@ class Pipeline:
         if self.transactional:
             # Each partition a transaction writes must be added to it (AddPartitionsToTxn) before its records
             # go out; kafka-python adds what the first send() found, then the rest in another round trip
-            # the commit waits for. Declared here, all of them go in one request.
+            # the commit waits for. Declared here, they go in one request (but for dead letters', which
+            # Kafka's partitioner places, as it did: rare).
             add = self.producer._transaction_manager.maybe_add_partition_to_transaction
             for tp in {TopicPartition(topic, p) for topic, p, *_ in records if p is not None}:
                 add(tp)
