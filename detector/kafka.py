@@ -1006,11 +1006,11 @@ class Pipeline:
         return False
 
 
-def _txn(producer: KafkaProducer, method: str, timeout_s: float, *args: Any) -> None:
-    """A transaction step with a deadline: the public calls wait without end while the brokers are away,
-    which would hold up shutdown. Uses the transaction manager directly (what the public calls wrap)."""
-    manager = producer._transaction_manager
-    result = getattr(manager, method)(*args)
+def _txn(producer: KafkaProducer, method: str, timeout_s: float) -> None:
+    """A transaction's end (``begin_commit``, ``begin_abort``) with a deadline: the public calls wait
+    without end while the brokers are away, which would hold up shutdown. Uses the transaction manager
+    directly (what the public calls wrap)."""
+    result = getattr(producer._transaction_manager, method)()
     producer._sender.wakeup()
     if not result.wait(timeout_ms=int(timeout_s * 1000)):
         raise kerr.KafkaTimeoutError(f"{method} did not finish within {timeout_s:g} s")
