@@ -101,6 +101,7 @@ def build_engine(
     exceptions: ExceptionsFile | None = None,
     record: Policy | None = None,
     store: StateStore | None = None,
+    apply_at_once: bool = False,
 ) -> Engine:
     geo = geo or open_geoip(settings)
     return Engine(
@@ -111,6 +112,7 @@ def build_engine(
         trusted=TrustedNetworks(settings.trusted_networks),
         use_vendor_location=settings.use_vendor_location,
         record=record,
+        apply_at_once=apply_at_once,
     )
 
 
@@ -239,14 +241,15 @@ def replay(
     quiet_gc()  # (before any fork: what start-up made is frozen in every worker too)
     engine: Engine | ParallelEngine
     if workers == 1:
-        engine = build_engine(settings, geo, clock, exceptions)
+        engine = build_engine(settings, geo, clock, exceptions, apply_at_once=True)
     else:
 
         def worker_engine() -> Engine:
             # The database as opened here, forked: its file is mapped (shared, read-only), its caches
             # still empty and from now on each worker's own.
             hot = max(1, settings.state_cache_size // workers)
-            return build_engine(settings, geo, clock, exceptions, store=CompactStore(geo.locate, hot))
+            store = CompactStore(geo.locate, hot)
+            return build_engine(settings, geo, clock, exceptions, store=store, apply_at_once=True)
 
         engine = ParallelEngine(workers, worker_engine)
     show = settings.progress == "always" or (settings.progress == "auto" and stderr.isatty())

@@ -19,7 +19,7 @@ from detector.codec import reason_code
 from detector.geo import EARTH_MEAN_RADIUS_KM, SCREEN_MARGIN
 from detector.model import SPEEDUPS, AccountState, Alert, DatabaseInfo, Location, SignIn, Visit, make
 from detector.rules import RAW_TAIL, Candidate, Policy, advance, evaluate, first_state, is_duplicate
-from detector.state import StateStore
+from detector.state import StateStore, WorkingSet
 
 Clock = Callable[[], float]
 
@@ -95,7 +95,8 @@ def count_rejected(tally: Tally, reasons: Iterable[str]) -> None:
 @dataclass
 class BatchResult:
     """What a batch concluded, not yet applied: alerts, the new state of each account it touched, and
-    its tallies. Nothing of it counts until ``Engine.commit`` (so an aborted transaction leaves no trace)."""
+    its tallies. Nothing of it counts until ``Engine.commit`` (so an aborted transaction leaves no trace);
+    but an engine that applies at once (replay) has changed its store already, and leaves ``changes`` empty."""
 
     alerts: list[Alert] = field(default_factory=list)
     changes: dict[str, AccountState] = field(default_factory=dict)
@@ -115,6 +116,7 @@ class Engine:
         trusted: TrustedNetworks | None = None,
         use_vendor_location: bool = False,
         record: Policy | None = None,
+        apply_at_once: bool = False,
     ) -> None:
         self.policy = policy
         self.geo = geo
@@ -124,6 +126,13 @@ class Engine:
         self.use_vendor_location = use_vendor_location
         # The loosest thresholds of a tuning run: every comparison is then recorded (see rules.Candidate).
         self.record = record
+        # Replay, where nothing is ever rolled back: each state change goes straight into the store's own
+        # dict as it is made (``state.WorkingSet``), not into the batch's ``changes`` for ``commit`` to copy
+        # over: one lookup a sign-in in the store's big dict where there were two, and no set or dicts of
+        # the batch's accounts (a one-process replay of the benchmark's slice: 1.60 -> 1.30 s).
+        self.apply_at_once = apply_at_once
+        if apply_at_once and not hasattr(store, "working_set"):
+            raise TypeError(f"{type(store).__name__} cannot be changed in place (apply_at_once)")
         self.tally = Tally()
         # Until the resolver takes a new database, every stored visit was located by the one in use.
         self._first_database = geo.database
@@ -170,7 +179,7 @@ class Engine:
 
         ``rejected`` are the reasons of input that never became a sign-in, counted with the batch."""
         result = BatchResult()
-        tally, changes = result.tally, result.changes
+        tally = result.tally
         count_rejected(tally, rejected)
         now = self.clock()
         policy, store, trusted, record = self.policy, self.store, self.trusted, self.record
@@ -194,8 +203,13 @@ class Engine:
             else:
                 wanted.append(row)
         located = self.geo.locate_many([row[1] for row in wanted])  # (1: ip)
-        # The batch's accounts as the store holds them, in one call (not one call a sign-in into the store).
-        held = store.get_many({row[0] for row in wanted})  # (0: user)
+        # The batch's accounts as the store holds them, in one call (not one call a sign-in into the store);
+        # applied at once, the store's own dict, changed in place.
+        changes: dict[str, AccountState]
+        if self.apply_at_once:
+            held = changes = cast(WorkingSet, store).working_set([row[0] for row in wanted])  # (0: user)
+        else:
+            held, changes = store.get_many({row[0] for row in wanted}), result.changes
         # Visits need locating again only once the resolver has taken another database than the first.
         relocate = self.geo.database is not self._first_database
         outcomes: list[str] = []  # (counted at the end: a Counter's += is a dozen calls)
@@ -265,8 +279,12 @@ class Engine:
         return result
 
     def commit(self, result: BatchResult) -> None:
-        """Apply a batch's state changes and tallies (after its output is safely delivered)."""
-        self.store.put_many(result.changes)
+        """Apply a batch's state changes and tallies (after its output is safely delivered); applied at
+        once, the store is only settled (``WorkingSet.settle``)."""
+        if self.apply_at_once:
+            cast(WorkingSet, self.store).settle()
+        else:
+            self.store.put_many(result.changes)
         self.tally.merge(result.tally)
 
     def drain(self) -> BatchResult:

@@ -37,6 +37,17 @@ class StateStore(Protocol):
     def items(self) -> Iterator[tuple[str, AccountState]]: ...
 
 
+class WorkingSet(Protocol):
+    """A store that an engine may change in place (replay: nothing is ever rolled back)."""
+
+    def working_set(self, users: Iterable[str]) -> dict[str, AccountState]:
+        """The store's own dict of account states, holding at least ``users``' (those it has): read and
+        written directly until ``settle``."""
+
+    def settle(self) -> None:
+        """Whatever the store does after changes (``CompactStore``: pack the least recently used)."""
+
+
 def _each(get: Callable[[str], AccountState | None], users: Iterable[str]) -> dict[str, AccountState]:
     """``get_many`` through ``get``, an account at a time."""
     found = {}
@@ -64,6 +75,12 @@ class MemoryStore:
 
     def put_many(self, changes: Mapping[str, AccountState]) -> None:
         self._states.update(changes)
+
+    def working_set(self, users: Iterable[str]) -> dict[str, AccountState]:
+        return self._states
+
+    def settle(self) -> None:
+        pass
 
     def delete(self, user: str) -> None:
         self._states.pop(user, None)
@@ -226,6 +243,37 @@ class CompactStore:
             else:
                 self.put(user, state)
 
+    def working_set(self, users: Iterable[str]) -> dict[str, AccountState]:
+        """The recently used accounts' dict, with ``users`` among them: those packed are unpacked into it,
+        and with anything packed (so that the order of use counts) each is moved to its end. Nothing is
+        packed until ``settle``, so the dict may hold a batch's new accounts more than ``hot_size``."""
+        hot = self._hot
+        if self._all_hot():
+            self._unordered = True  # the accounts change where they are (see ``put_many``)
+            return hot
+        for user in users:
+            state = hot.pop(user, None)
+            if state is None:
+                slot = self._find_cold(user)
+                if slot < 0:
+                    continue
+                blob = self._blob(slot)
+                self._drop_cold(user, slot)
+                state = unpack(blob, self.locate)[1]
+            hot[user] = state
+        return hot
+
+    def settle(self) -> None:
+        """Pack the least recently used while more than ``hot_size`` are held as objects, a slice at a
+        time: taking them one by one with next(iter()) would walk the holes left at the dict's front again
+        and again."""
+        hot = self._hot
+        while len(hot) > self.hot_size:
+            if self._unordered:
+                self._by_recency()
+            for old in list(islice(hot, max(1, self.hot_size // 8))):
+                self._store_cold(old, pack(old, hot.pop(old)))
+
     def delete(self, user: str) -> None:
         if self._hot.pop(user, None) is None:
             slot = self._find_cold(user)
@@ -242,15 +290,8 @@ class CompactStore:
         self._unordered = False
 
     def _warm(self, user: str, state: AccountState) -> None:
-        hot = self._hot
-        hot[user] = state
-        if len(hot) > self.hot_size:
-            if self._unordered:
-                self._by_recency()
-            # Pack the least recently used, a slice at a time: taking them one by one with next(iter())
-            # would walk the holes left at the dict's front again and again.
-            for old in list(islice(hot, max(1, self.hot_size // 8))):
-                self._store_cold(old, pack(old, hot.pop(old)))
+        self._hot[user] = state
+        self.settle()
 
     def _store_cold(self, user: str, blob: bytes) -> None:
         if self._free:

@@ -84,7 +84,11 @@ def test_vendor_and_proxy_locations_survive_and_a_forgotten_address_keeps_its_co
 
 
 ops = st.lists(
-    st.tuples(st.sampled_from(["put", "put_many", "get", "get_many", "delete"]), st.integers(0, 30), states),
+    st.tuples(
+        st.sampled_from(["put", "put_many", "get", "get_many", "working_set", "delete"]),
+        st.integers(0, 30),
+        states,
+    ),
     max_size=200,
 )
 
@@ -107,6 +111,13 @@ def test_compact_store_is_a_dict(operations: list, hot: int) -> None:
         elif op == "get_many":  # a batch's accounts: this one and two after it, some without state
             users = [f"user-{m}" for m in (n, n + 1, n + 2)]
             assert store.get_many(users) == model.get_many(users)
+        elif op == "working_set":  # a batch changed in place (replay): read each, write the first
+            users = [f"user-{m}" for m in (n, n + 1, n + 2)]
+            held, expected = store.working_set(users), model.working_set(users)
+            assert [held.get(u) for u in users] == [expected.get(u) for u in users]
+            held[user] = expected[user] = state
+            store.settle()
+            assert len(store._hot) <= hot
         else:
             store.delete(user)
             model.delete(user)
@@ -131,6 +142,39 @@ def test_the_least_recently_active_are_packed_first_after_batches_updated_in_pla
     hot = list(store._hot)
     assert "user-2" not in hot and hot[-5:] == ["user-0", "user-1", "user-8", "user-9", "user-10"]
     assert store.get("user-2") == at(1002.0) and len(store) == 11
+
+
+def test_a_store_changed_in_place_packs_by_last_use_once_settled() -> None:
+    """``working_set`` unpacks a batch's packed accounts into the recently used and, with anything packed,
+    moves each to the end; the batch's new accounts may overfill it until ``settle`` packs the least
+    recently used."""
+
+    def at(t: float) -> AccountState:
+        return AccountState((Visit(f"e-{t}", "81.2.69.10", t, LONDON),))
+
+    store = CompactStore(locate, hot_size=8)
+    held = store.working_set([f"user-{n}" for n in range(12)])
+    for n in range(12):
+        held[f"user-{n}"] = at(1000.0 + n)
+    assert len(store._hot) == 12  # not packed yet
+    store.settle()  # the oldest packed, a slice of hot_size // 8 at a time, down to hot_size
+    assert list(store._hot) == [f"user-{n}" for n in range(4, 12)] and len(store) == 12
+    held = store.working_set(["user-0", "user-5", "user-99"])  # packed, held, unknown
+    assert list(held)[-2:] == ["user-0", "user-5"] and "user-99" not in held
+    assert held["user-0"] == at(1000.0)
+    held["user-0"] = at(2000.0)
+    store.settle()
+    assert list(store._hot) == [
+        "user-6",
+        "user-7",
+        "user-8",
+        "user-9",
+        "user-10",
+        "user-11",
+        "user-0",
+        "user-5",
+    ]
+    assert store.get("user-4") == at(1004.0) and store.get("user-0") == at(2000.0)
 
 
 # Locations of every kind pack treats apart: GeoIP fixes (float fields, as GeoIP makes them), hosting by
