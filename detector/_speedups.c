@@ -56,6 +56,10 @@
    columns of strings, split, pickled and rebuilt, the bench slice's batches took 0.23 s of CPU, about
    6% of the replay's; packed, 0.13 s). A sign-in with a vendor location, a proxy flag or a text that
    UTF-8 cannot hold (a lone surrogate) goes whole in ``special``, by its place in the share.
+
+   int32_max(buffer) -> int: the largest of a buffer of native int32 (-1 when empty), for the record
+   index's check when it is opened (geoindex.RecordIndex.load: its twin, max() over a memoryview, took
+   50 ms of every start over GeoLite2-City's 510,481 records).
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -1647,7 +1651,29 @@ failed:
     return NULL;
 }
 
+static PyObject *int32_max(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (view.len % 4 != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "int32_max: a buffer of 4-byte integers");
+        return NULL;
+    }
+    int32_t best = view.len ? INT32_MIN : -1, value;
+    const char *data = view.buf;
+    for (Py_ssize_t i = 0; i < view.len; i += 4) {
+        memcpy(&value, data + i, 4);
+        if (value > best)
+            best = value;
+    }
+    PyBuffer_Release(&view);
+    return PyLong_FromLong(best);
+}
+
 static PyMethodDef methods[] = {
+    {"int32_max", int32_max, METH_O, "int32_max(buffer) -> int: the largest of its int32s, -1 if none."},
     {"make", (PyCFunction)(void (*)(void))make, METH_FASTCALL,
      "make(cls, *fields) -> cls: as tuple.__new__(cls, fields)."},
     {"make_slotted", (PyCFunction)(void (*)(void))make_slotted, METH_FASTCALL,

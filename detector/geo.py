@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 EARTH_MEAN_RADIUS_KM = 6371.0088
 # WGS-84 as geopy states it (geopy.distance.ELLIPSOIDS["WGS-84"]): semi-major axis in km, flattening.
@@ -38,6 +39,8 @@ def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
 
 def haversine_km_batch(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
     """Element-wise great-circle distances in km for arrays of degrees (one numpy pass)."""
+    import numpy as np  # (here: the detector itself never needs numpy, and importing it takes 70 ms)
+
     p1 = np.radians(lat1)
     p2 = np.radians(lat2)
     a = np.sin((p2 - p1) * 0.5) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(np.radians(lon2 - lon1) * 0.5) ** 2

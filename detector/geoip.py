@@ -25,6 +25,7 @@ loopback, link-local, CGNAT, multicast, reserved, documentation, unspecified, ..
 from __future__ import annotations
 
 import ipaddress
+import mmap
 import os
 import socket
 from bisect import bisect_right
@@ -35,13 +36,14 @@ from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 import maxminddb
-import numpy as np
 
 from detector.errors import GeoDatabaseError
 from detector.geoindex import ABSENT, NO_POINT, Fields, RecordIndex, fingerprint, index_path
 from detector.model import SPEEDUPS, DatabaseInfo, Location, new_database_info, new_location
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from detector.known import AsnDatabase
 
 # Used when a record has coordinates but no accuracy radius (DB-IP Lite has none).
@@ -92,8 +94,6 @@ _SPECIAL_V6 = [
 
 _SPECIAL_V4_STARTS = [int(n.network_address) for n in _SPECIAL_V4]
 _SPECIAL_V4_ENDS = [int(n.broadcast_address) for n in _SPECIAL_V4]
-_SPECIAL_V4_STARTS_ARRAY = np.array(_SPECIAL_V4_STARTS, dtype=np.int64)
-_SPECIAL_V4_ENDS_ARRAY = np.array(_SPECIAL_V4_ENDS, dtype=np.int64)
 
 
 def _network_table(networks: list[ipaddress.IPv4Network] | list[ipaddress.IPv6Network]) -> bytes:
@@ -120,12 +120,14 @@ def _special_v4(value: int) -> bool:
 
 def _special_v4_batch(values: np.ndarray) -> np.ndarray:
     """``_special_v4`` over an array of IPv4 addresses (integers)."""
-    i = np.searchsorted(_SPECIAL_V4_STARTS_ARRAY, values, side="right") - 1
-    return (i >= 0) & (values <= _SPECIAL_V4_ENDS_ARRAY[np.maximum(i, 0)])
+    import numpy as np
+
+    i = np.searchsorted(np.array(_SPECIAL_V4_STARTS, np.int64), values, side="right") - 1
+    return (i >= 0) & (values <= np.array(_SPECIAL_V4_ENDS, np.int64)[np.maximum(i, 0)])
 
 
 _MISS = object()
-_NO_OFFSETS, _NO_PLACES = np.zeros(0, np.int64), np.zeros(0, np.int32)
+_NO_INDEX = b""  # (for the C walk: an index of no records)
 
 
 def _dotted_quad(ip: str) -> bytes | None:
@@ -137,7 +139,9 @@ def _dotted_quad(ip: str) -> bytes | None:
 
 
 class SearchTree:
-    """A MaxMind DB's binary search tree, walked by numpy for many IPv4 addresses at once.
+    """A MaxMind DB's binary search tree, walked for many addresses at once (in C where built, else by
+    numpy: the twins, which import it when first used, as does building the record index; a replay
+    never imports numpy, about 70 ms of every start).
 
     The file is mapped read-only; each step reads, for every address still inside the tree, the record
     its next bit chooses (24, 28 or 32 bits: the format's three record sizes). An address's walk ends at
@@ -147,8 +151,9 @@ class SearchTree:
     def __init__(self, path: str, node_count: int, record_size: int, ip_version: int) -> None:
         if record_size not in (24, 28, 32):
             raise ValueError(f"unsupported record size {record_size}")
-        # A plain array over the mapping: np.memmap's own indexing costs a Python call per step.
-        self.bytes = np.memmap(path, dtype=np.uint8, mode="r").view(np.ndarray)
+        with open(path, "rb") as fh:
+            self.bytes = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        self._array: np.ndarray | None = None  # numpy's view of the mapping (``_bytes``), for the twins
         self.node_count = node_count
         self.record_size = record_size
         self.ip_version = ip_version
@@ -158,12 +163,29 @@ class SearchTree:
             for _ in range(96):
                 if start >= node_count:
                     break
-                start = int(self._records(np.array([start], np.int64), np.zeros(1, np.int64))[0])
+                start = self._left(start)
         self.ipv4_start = start
+
+    def _left(self, node: int) -> int:
+        """The left record of ``node`` (IPv4's subtree of an IPv6 tree is 96 steps left from the root)."""
+        b, base = self.bytes, node * self.node_bytes
+        if self.record_size == 28:
+            return ((b[base + 3] & 0xF0) << 20) | int.from_bytes(b[base : base + 3], "big")
+        return int.from_bytes(b[base : base + self.record_size // 8], "big")
+
+    def _bytes(self) -> np.ndarray:
+        """The mapping as a numpy array (a plain one: np.memmap's own indexing costs a Python call a step)."""
+        if self._array is None:
+            import numpy as np
+
+            self._array = np.frombuffer(self.bytes, np.uint8)
+        return self._array
 
     def _records(self, nodes: np.ndarray, bits: np.ndarray) -> np.ndarray:
         """The record of ``nodes[i]`` on side ``bits[i]`` (0 left, 1 right)."""
-        b = self.bytes
+        import numpy as np
+
+        b = self._bytes()
         base = nodes * self.node_bytes
         if self.record_size == 28:
             # Left: bytes 0-2 and the high nibble of byte 3; right: the low nibble of byte 3 and bytes 4-6.
@@ -181,13 +203,15 @@ class SearchTree:
     def find(self, addresses: np.ndarray) -> np.ndarray:
         """Data-section offsets of the records of IPv4 ``addresses`` (integers); -1 where none. In C
         where built (detector/_speedups.c), else by ``walk``."""
+        import numpy as np
+
         if SPEEDUPS is None:
             return self.walk(addresses)
         packed = addresses.astype(">u4").tobytes()
         found = SPEEDUPS.tree_find(self.bytes, packed, self.node_count, self.record_size, self.ipv4_start)
         return np.frombuffer(found, np.int64)
 
-    def locate_text(self, ips: list[str], index: RecordIndex | None) -> tuple[np.ndarray, np.ndarray]:
+    def locate_text(self, ips: list[str], index: RecordIndex | None) -> tuple[list[int], list[int]]:
         """For each address (text): the offset of its record, or UNKNOWN, SPECIAL (a special-purpose
         range), or LEFT (not taken here); and the record's place in ``index``, NO_POINT, or ABSENT (not
         in the index, or no index). In C where built: IPv4 and IPv6 addresses, parsed and walked. Else
@@ -196,10 +220,12 @@ class SearchTree:
             found, rows = SPEEDUPS.tree_locate(
                 ips, self.bytes, self.node_count, self.record_size, self.ipv4_start, self.ip_version,
                 _SPECIAL_V4_TABLE, _SPECIAL_V6_TABLE,
-                index.offsets if index is not None else _NO_OFFSETS,
-                index.places if index is not None else _NO_PLACES,
+                index.offsets if index is not None else _NO_INDEX,
+                index.places if index is not None else _NO_INDEX,
             )  # fmt: skip
-            return np.frombuffer(found, np.int64), np.frombuffer(rows, np.int64)
+            return memoryview(found).cast("q").tolist(), memoryview(rows).cast("q").tolist()
+        import numpy as np
+
         offsets = np.full(len(ips), LEFT, np.int64)
         quads = [_dotted_quad(ip) for ip in ips]
         taken = [k for k, quad in enumerate(quads) if quad is not None]
@@ -211,10 +237,12 @@ class SearchTree:
         if index is not None:
             known = offsets >= 0
             rows[known] = index.lookup(offsets[known])
-        return offsets, rows
+        return offsets.tolist(), rows.tolist()
 
     def walk(self, addresses: np.ndarray) -> np.ndarray:
         """``find`` in numpy: one step (one bit) at a time, for every address still inside the tree."""
+        import numpy as np
+
         n = len(addresses)
         node = np.full(n, self.ipv4_start, np.int64)
         values = addresses.astype(np.int64)
@@ -231,6 +259,8 @@ class SearchTree:
     def ipv4_records(self) -> tuple[np.ndarray, np.ndarray]:
         """Every record an IPv4 address can reach, once: (offsets, the first address of one of its
         networks), sorted by offset. The tree is walked a level (one bit) at a time, all nodes at once."""
+        import numpy as np
+
         n = self.node_count
         nodes, prefixes = np.array([self.ipv4_start], np.int64), np.zeros(1, np.int64)
         offsets, addresses = [], []
@@ -455,11 +485,10 @@ class GeoIP:
         new = [ip for ip in set(ips) if ip not in cached]
         if len(new) < PREFETCH_MIN:
             return  # a few: one at a time costs no more
-        offsets, rows = tree.locate_text(new, self.index)
-        places = rows.tolist()
+        offsets, places = tree.locate_text(new, self.index)
         self._add_places(places)
         by_record, by_place, stats = self._by_record, self._by_place, self.stats
-        for ip, offset, place in zip(new, offsets.tolist(), places, strict=True):
+        for ip, offset, place in zip(new, offsets, places, strict=True):
             if place >= 0:  # the place of the record, from the index
                 location = by_place[place]
                 stats.index_hits += 1

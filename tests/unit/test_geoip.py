@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import pickle
 import random
+from array import array
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from detector import geoindex
 from detector.errors import GeoDatabaseError
 from detector.geoindex import index_path
 from detector.geoip import DEFAULT_ACCURACY_RADIUS_KM, LEFT, SPECIAL, UNKNOWN, GeoIP
@@ -353,10 +356,10 @@ def test_the_walk_in_c_locates_text_as_its_python_twin(tmp_path: Path, real_db: 
             *_mixed_v6(300, 13),
             *odd,
         ]
-        offsets, places = tree.locate_text(ips, geo.index)
+        offsets, places = map(np.array, tree.locate_text(ips, geo.index))
         try:
             geoip_module.SPEEDUPS = None
-            twin_offsets, twin_places = tree.locate_text(ips, geo.index)
+            twin_offsets, twin_places = map(np.array, tree.locate_text(ips, geo.index))
         finally:
             geoip_module.SPEEDUPS = SPEEDUPS
         v6 = np.array([":" in ip for ip in ips])
@@ -458,6 +461,34 @@ def test_unreadable_record_index_is_ignored(
     geo = GeoIP(path)
     assert geo.index is None and "record index" in caplog.text
     assert geo.locate(ip_in("81.2.69.0/24")).city == "London"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("column", ["places", "city", "country"])
+def test_record_index_pointing_past_its_rows_or_names_is_ignored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, column: str
+) -> None:
+    """A place past the place rows, or a name past the names: the index is inconsistent (the checks on
+    opening it, in C where built)."""
+    path = build_city_db(str(tmp_path / "city.mmdb"))
+    _indexed(path)
+    data = bytearray(Path(index_path(path)).read_bytes())
+    size = int.from_bytes(data[len(geoindex._MAGIC) : len(geoindex._MAGIC) + 8], "little")
+    header = json.loads(data[len(geoindex._MAGIC) + 8 : len(geoindex._MAGIC) + 8 + size])
+    _, offset, count = header["columns"][column]
+    at = geoindex._aligned(len(geoindex._MAGIC) + 8 + size) + offset + 4 * (count - 1)  # its last item
+    data[at : at + 4] = (10_000_000).to_bytes(4, "little")
+    Path(index_path(path)).write_bytes(bytes(data))
+    geo = GeoIP(path)
+    assert geo.index is None and "is inconsistent" in caplog.text
+    assert geo.locate(ip_in("81.2.69.0/24")).city == "London"  # type: ignore[union-attr]
+
+
+@given(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=50))
+def test_the_largest_of_a_column_in_c_is_its_twins(values: list[int]) -> None:
+    if SPEEDUPS is None:
+        pytest.skip("detector/_speedups.c is not built (make setup)")
+    column = memoryview(array("i", values))
+    assert SPEEDUPS.int32_max(column) == max(column, default=-1) == max(values, default=-1)
 
 
 def test_record_index_of_the_real_database(real_db: str) -> None:
