@@ -17,7 +17,6 @@ import orjson
 from detector.errors import SourceError
 
 _BOM = b"\xef\xbb\xbf"
-_SKIP_CHUNK = 1 << 20
 
 
 class Line:
@@ -46,8 +45,15 @@ class Line:
 class LineReader:
     """Reads several inputs one after another; ``bytes_read()``/``bytes_total`` drive a progress bar."""
 
-    def __init__(self, inputs: list[str], max_line_bytes: int, max_document_bytes: int = 256 << 20) -> None:
+    def __init__(
+        self,
+        inputs: list[str],
+        max_line_bytes: int,
+        max_document_bytes: int = 256 << 20,
+        block_size: int = 1 << 20,
+    ) -> None:
         self.inputs = inputs
+        self.block_size = block_size
         self.max_line_bytes = max_line_bytes
         self.max_document_bytes = max_document_bytes
         self.bytes_total = 0
@@ -120,24 +126,44 @@ class LineReader:
             return False
 
     def _lines(self, fh: IO[bytes], origin: str) -> Iterator[Line]:
-        limit = self.max_line_bytes + 2  # room for \r\n
+        """The lines of ``fh``, read a block at a time and split in one call (a ``readline`` call a line
+        was most of reading). A line of ``limit`` bytes or more (before its newline; the limit leaves
+        room for a ``\r\n``) is handed on as its first ``limit`` bytes, ``too_long``, with its length;
+        only those are kept while the rest of it is skipped."""
+        limit = self.max_line_bytes + 2
+        read1 = getattr(fh, "read1", None)  # (what is there, up to a block: standard input may be slow)
+        read = read1 if read1 is not None else fh.read
+        block_size = self.block_size
         number = 0
-        readline = fh.readline
+        pending = b""  # the start of a line not ended yet
+        skipped = -1  # >= 0: that line is over-long (``pending`` holds its first bytes); its length
         while True:
-            raw = readline(limit)
-            if not raw:
-                return
-            number += 1
-            if number == 1 and raw.startswith(_BOM):
-                raw = raw[3:]
-            if raw.endswith(b"\n") or len(raw) < limit:
-                yield Line(origin, number, raw.rstrip(b"\r\n"))
-                continue
-            length = len(raw)
-            head = raw
-            while not raw.endswith(b"\n"):
-                raw = readline(_SKIP_CHUNK)
-                if not raw:
-                    break
-                length += len(raw)
-            yield Line(origin, number, head, too_long=True, length=length)
+            block = read(block_size)
+            if not block:
+                break
+            pieces = block.split(b"\n")
+            tail = pieces.pop()  # (after the block's last newline: a line not ended yet)
+            for piece in pieces:
+                number += 1
+                yield self._line(origin, number, pending, skipped, piece, 1)
+                pending, skipped = b"", -1
+            if skipped >= 0:
+                skipped += len(tail)
+            elif tail:
+                pending += tail
+                if len(pending) >= limit + len(_BOM):  # (kept whole until it may be over-long)
+                    skipped, pending = len(pending), pending[: limit + len(_BOM)]
+        if pending or skipped >= 0:  # the last line, without a newline
+            yield self._line(origin, number + 1, pending, skipped, b"", 0)
+
+    def _line(self, origin: str, number: int, pending: bytes, skipped: int, piece: bytes, ended: int) -> Line:
+        """A line from the bytes before ``piece`` (``pending``, or the head of an over-long line of
+        ``skipped`` bytes so far) and ``piece``; ``ended``: 1 if a newline followed."""
+        limit = self.max_line_bytes + 2
+        raw = pending + piece if pending else piece
+        length = skipped + len(piece) if skipped >= 0 else len(raw)
+        if number == 1 and raw.startswith(_BOM):
+            raw, length = raw[3:], length - 3
+        if length < limit:
+            return Line(origin, number, raw.rstrip(b"\r\n"))
+        return Line(origin, number, raw[:limit], too_long=True, length=length + ended)
