@@ -74,7 +74,8 @@ def fingerprint(db_path: str, build_epoch: int, node_count: int, record_size: in
     }
 
 
-# Each column: its type in the file (numpy's name, little-endian) and in a memoryview (``struct``'s).
+# Each column, in the file's order: its type there (numpy's name, little-endian) and in a memoryview
+# (``struct``'s).
 _TYPES = {
     "offsets": ("<i8", "q"),
     "places": ("<i4", "i"),
@@ -192,17 +193,15 @@ class RecordIndex:
             meta={**meta, "records": len(offsets), "places": len(table)},
         )
 
-    _COLUMNS = ("offsets", "places", "latitude", "longitude", "radius_km", "city", "country")
-
     def save(self, path: str) -> None:
         """Write atomically (a reader never sees half a file): a magic line, a JSON header naming each
         column's type and place, then the columns, each aligned for mapping in place."""
         names = _SEPARATOR.join(self.names).encode("utf-8")
-        columns = [getattr(self, c) for c in self._COLUMNS] + [memoryview(names)]
-        types = [_TYPES[c][0] for c in self._COLUMNS] + ["|u1"]
+        columns = [getattr(self, c) for c in _TYPES] + [memoryview(names)]
+        types = [dtype for dtype, _ in _TYPES.values()] + ["|u1"]
         layout: dict[str, tuple[str, int, int]] = {}
         at = 0
-        for name, column, dtype in zip((*self._COLUMNS, "names"), columns, types, strict=True):
+        for name, column, dtype in zip((*_TYPES, "names"), columns, types, strict=True):
             layout[name] = (dtype, at, len(column))
             at += _aligned(column.nbytes)
         header = json.dumps({"meta": self.meta, "columns": layout}).encode("utf-8")
