@@ -128,7 +128,7 @@ class LineReader:
     def _lines(self, fh: IO[bytes], origin: str) -> Iterator[Line]:
         """The lines of ``fh``, read a block at a time and split in one call (a ``readline`` call a line
         was most of reading). A line of ``limit`` bytes or more (before its newline; the limit leaves
-        room for a ``\r\n``) is handed on as its first ``limit`` bytes, ``too_long``, with its length;
+        room for a CR LF) is handed on as its first ``limit`` bytes, ``too_long``, with its length;
         only those are kept while the rest of it is skipped."""
         limit = self.max_line_bytes + 2
         read1 = getattr(fh, "read1", None)  # (what is there, up to a block: standard input may be slow)
