@@ -138,7 +138,7 @@ def _make_slotted(cls: type, slots: tuple[Any, ...], *values: Any) -> Any:
 # Only for frozen classes: the C one leaves the object to the cyclic garbage collector only when one of
 # its values might lead back to it (as ``make`` does for tuples), so its slots must never be set again.
 make_slotted: Callable[..., Any] = SPEEDUPS.make_slotted if SPEEDUPS is not None else _make_slotted
-_LOCATION_SLOTS = tuple(getattr(Location, name) for name in Location.__slots__)  # (in field order)
+LOCATION_SLOTS = tuple(getattr(Location, name) for name in Location.__slots__)  # (in field order)
 _DATABASE_SLOTS = tuple(getattr(DatabaseInfo, name) for name in DatabaseInfo.__slots__)
 
 
@@ -160,7 +160,7 @@ def new_location(
     """``Location(...)`` of a GeoIP fix (source "geoip", no ASN): the same object, built faster."""
     place = place_key(latitude, longitude, country, city)
     return make_slotted(
-        Location, _LOCATION_SLOTS, latitude, longitude, accuracy_radius_km, country, city, coarse, database,
+        Location, LOCATION_SLOTS, latitude, longitude, accuracy_radius_km, country, city, coarse, database,
         "geoip", None, None, None, place,
     )  # fmt: skip
 

@@ -483,6 +483,35 @@ def test_record_index_pointing_past_its_rows_or_names_is_ignored(
     assert geo.locate(ip_in("81.2.69.0/24")).city == "London"  # type: ignore[union-attr]
 
 
+def test_the_places_made_in_c_are_the_twins(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, real_db: str
+) -> None:
+    """``GeoIP._locations``: each row of the record index as ``RecordIndex.fields`` and ``_location``
+    make it, field for field (every row of a test database of each layout, 20,000 of GeoLite2-City's,
+    with a default radius and a coarse threshold of their own)."""
+    from detector import geoip as geoip_module
+
+    if SPEEDUPS is None:
+        pytest.skip("detector/_speedups.c is not built (make setup)")
+    flat = _city_db_with_record_size(tmp_path, monkeypatch, 24, "flat")
+    for geo in (_indexed(build_city_db(str(tmp_path / "city.mmdb"))), _indexed(flat), GeoIP(real_db)):
+        assert geo.index is not None
+        rows = random.Random(3).sample(range(len(geo.index.latitude)), min(20_000, len(geo.index.latitude)))
+        for default, coarse in ((DEFAULT_ACCURACY_RADIUS_KM, 500.0), (7, 20.0)):
+            geo.default_radius_km, geo.coarse_radius_km = default, coarse
+            made = geo._locations(geo.index, rows)
+            try:
+                geoip_module.SPEEDUPS = None
+                twin = geo._locations(geo.index, rows)
+            finally:
+                geoip_module.SPEEDUPS = SPEEDUPS
+            assert made == twin and [m.place for m in made] == [t.place for t in twin]  # type: ignore[union-attr]
+            assert {type(m.accuracy_radius_km) for m in made} == {type(t.accuracy_radius_km) for t in twin}  # type: ignore[union-attr]
+        assert any(m.coarse for m in made) and not all(m.coarse for m in made)  # type: ignore[union-attr]
+    with pytest.raises(IndexError):
+        geo._locations(geo.index, [len(geo.index.latitude)])
+
+
 @given(st.lists(st.integers(-(2**31), 2**31 - 1), max_size=50))
 def test_the_largest_of_a_column_in_c_is_its_twins(values: list[int]) -> None:
     if SPEEDUPS is None:

@@ -61,13 +61,13 @@ def test_make_slotted_gives_the_object_the_dataclass_gives(maker: object) -> Non
     from detector.model import Location
 
     values = (48.85, 2.35, 20.0, "FR", "Paris", False, None, "geoip", 3215, "Orange", "mobile", "FR|Paris|49,2")  # fmt: skip
-    made = maker(Location, model._LOCATION_SLOTS, *values)  # type: ignore[operator]
+    made = maker(Location, model.LOCATION_SLOTS, *values)  # type: ignore[operator]
     reference = Location(*values)
     assert type(made) is Location and made == reference and hash(made) == hash(reference)
     assert repr(made) == repr(reference) and made.place == reference.place == "FR|Paris|49,2"
     assert pickle.loads(pickle.dumps(made)) == reference
     with pytest.raises(TypeError):
-        maker(Location, model._LOCATION_SLOTS, *values[:-1])  # type: ignore[operator]
+        maker(Location, model.LOCATION_SLOTS, *values[:-1])  # type: ignore[operator]
 
 
 def test_the_c_makers_leave_to_the_garbage_collector_only_what_might_be_cyclic() -> None:
