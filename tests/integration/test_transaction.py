@@ -29,19 +29,29 @@ pytestmark = [pytest.mark.kafka, pytest.mark.realdb]
 
 
 class Requests(logging.Handler):
-    """The requests kafka-python's transaction manager enqueues (its debug log), transaction by
-    transaction: a transaction begins with the move from state READY (2) to IN_TRANSACTION (3)."""
+    """The requests that the transaction manager of the producer whose transactional id begins with
+    ``prefix`` enqueues (kafka-python's debug log; the test's own idempotent producers log there too),
+    transaction by transaction: a transaction begins with the move from state READY (2) to IN_TRANSACTION (3), which
+    only a transactional producer makes. Each request as (its name, what it asks: an AddPartitionsToTxn's
+    topics and partitions): a request retried after a retriable error (CONCURRENT_TRANSACTIONS, while the
+    broker still completes the last transaction) is enqueued again, asking the same."""
 
-    def __init__(self) -> None:
+    def __init__(self, prefix: str) -> None:
         super().__init__(logging.DEBUG)
-        self.transactions: list[list[str]] = []
+        self.ours = f"'{prefix}"
+        self.transactions: list[list[tuple[str, str]]] = []
 
     def emit(self, record: logging.LogRecord) -> None:
         message = record.getMessage()
         if message == "Transition from state 2 to 3":
             self.transactions.append([])
-        elif message.startswith("Enqueuing transactional request ") and self.transactions:
-            self.transactions[-1].append(message.split()[3].split("(")[0])
+        elif (
+            message.startswith("Enqueuing transactional request ")
+            and self.ours in message
+            and self.transactions
+        ):
+            text = message.removeprefix("Enqueuing transactional request ")
+            self.transactions[-1].append((text.split("(")[0], text.partition("topics=")[2] or text))
 
 
 def test_each_transaction_adds_its_partitions_in_one_request_and_alerts_keep_kafkas_partition(
@@ -65,8 +75,9 @@ def test_each_transaction_adds_its_partitions_in_one_request_and_alerts_keep_kaf
     partitions = prepare_topics(settings)
     geo = open_geoip(settings)
     store = PartitionedStore(geo.locate, settings.state_cache_size, partitions)
-    pipeline = Pipeline(settings, build_engine(settings, geo, store=store), Metrics(), Health())
-    requests = Requests()
+    health = Health()
+    pipeline = Pipeline(settings, build_engine(settings, geo, store=store), Metrics(), health)
+    requests = Requests(f"{topics.group}-")  # (the pipeline's transactional id: the group, then the instance)
     manager_log = logging.getLogger("kafka.producer.transaction_manager")
     level = manager_log.level
     manager_log.addHandler(requests)
@@ -76,6 +87,10 @@ def test_each_transaction_adds_its_partitions_in_one_request_and_alerts_keep_kaf
     try:
         pipeline.start(partitions)
         runner.start()
+        for _ in range(300):  # (partitions assigned first: else the first rounds wait, and go in one batch)
+            if health.partitions:
+                break
+            stop.wait(0.2)
         # In rounds, so that there are several transactions, each writing to several partitions.
         rounds = 6
         for k in range(rounds):
@@ -99,10 +114,13 @@ def test_each_transaction_adds_its_partitions_in_one_request_and_alerts_keep_kaf
         manager_log.removeHandler(requests)
         manager_log.setLevel(level)
 
-    writing = [r for r in requests.transactions if "AddPartitionsToTxnRequest" in r]
+    added = [[text for name, text in r if name == "AddPartitionsToTxnRequest"] for r in requests.transactions]
+    writing = [texts for texts in added if texts]
     assert len(writing) >= 4, requests.transactions
-    for enqueued in writing:  # one request for all of a transaction's partitions, never a second
-        assert enqueued.count("AddPartitionsToTxnRequest") == 1, enqueued
+    for (
+        texts
+    ) in writing:  # one request for all of a transaction's partitions, never a second (a retry: the same)
+        assert len(set(texts)) == 1, "\n".join(texts)
     records = read_all(topics.bootstrap, topics.alerts)
     assert_exactly_the_labels([orjson.loads(r.value) for r in records], t.labels)
     # Alerts are sent to an explicit partition: the one Kafka's default partitioner picks for their key.
