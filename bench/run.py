@@ -787,7 +787,8 @@ def produce_file(ctx: Context, topic: str, path: Path, n: int, keyed: bool = Tru
     round-robin over the partitions (a log shipper that does not key its records)."""
     import orjson
     from kafka import KafkaProducer
-    from kafka.partitioner.default import murmur2
+
+    from detector.kafka import keyed_partition
 
     # The default partitioner's choice (murmur2 of the key, as the Java client), computed once per
     # account rather than per record (kafka-python's murmur2 is pure Python).
@@ -812,7 +813,7 @@ def produce_file(ctx: Context, topic: str, path: Path, n: int, keyed: bool = Tru
                 key = orjson.loads(value)["user"].encode()
                 part = partition_of.get(key)
                 if part is None:
-                    part = partition_of[key] = (murmur2(key) & 0x7FFFFFFF) % PARTITIONS
+                    part = partition_of[key] = keyed_partition(key, PARTITIONS)
                 producer.send(topic, value=value, key=key, partition=part)
         producer.flush(timeout=120)
     finally:

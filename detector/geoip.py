@@ -441,9 +441,11 @@ class GeoIP:
             return found  # type: ignore[return-value]
         self.stats.misses += 1
         if ip in self._prefetched:
-            found = self._prefetched.pop(ip)
-        else:
-            found = self._with_asn(ip, self._locate_uncached(ip))
+            return self._remember(ip, self._prefetched.pop(ip))
+        return self._remember(ip, self._with_asn(ip, self._locate_uncached(ip)))
+
+    def _remember(self, ip: str, found: Location | None) -> Location | None:
+        """A new address's location, kept in the address cache (bounded)."""
         if len(self._by_address) >= self.cache_size:
             _evict_quarter(self._by_address)
         self._by_address[ip] = found
@@ -464,7 +466,7 @@ class GeoIP:
         if new:
             self._prefetch_new(list({ips[k] for k in new}))
             # ``locate`` of each, less the lookups it would repeat (two in big dicts a new address)
-            waiting, by_address, stats = self._prefetched, self._by_address, self.stats
+            waiting, stats = self._prefetched, self.stats
             for k in new:
                 ip = ips[k]
                 ready: Any = waiting.pop(ip, miss)
@@ -472,9 +474,7 @@ class GeoIP:
                     found[k] = self.locate(ip)  # or one not taken by the prefetch
                     continue
                 stats.misses += 1
-                if len(by_address) >= self.cache_size:
-                    _evict_quarter(by_address)
-                by_address[ip] = found[k] = ready
+                found[k] = self._remember(ip, ready)
         return found
 
     def _with_asn(self, ip: str, found: Location | None) -> Location | None:
