@@ -197,8 +197,8 @@ def detect_files(
     on_progress: Callable[[int], None] = lambda lines: None,
 ) -> int:
     """Run the engine over files, a batch of lines at a time, in event-time order within the reorder
-    window; returns the number of lines read. (A pipelined engine's results trail its input by a batch;
-    ``drain`` gives the last.)"""
+    window; returns the number of lines read. (A pipelined engine's results trail its input by a few
+    batches; ``drain`` gives the last.)"""
     buffer = FileOrder(settings.reorder_window)
     lines = 0
 

@@ -10,6 +10,7 @@ import random
 import re
 import signal
 from pathlib import Path
+from typing import cast
 
 import orjson
 import pytest
@@ -17,6 +18,7 @@ import pytest
 from detector import parallel
 from detector.app import replay
 from detector.config import resolve
+from detector.engine import BatchResult, Engine, Tally
 from detector.errors import DetectorError
 from detector.model import SignIn
 from detector.parallel import AUTO_MIN_BYTES, resolve_workers
@@ -191,3 +193,50 @@ def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins(
         for cut in (blob[:-1], blob[:5], blob + b"x"):
             with pytest.raises(ValueError, match="truncated"):
                 SPEEDUPS.unpack_signins(cut, special, SignIn)
+
+
+class _Echo:
+    """An engine stand-in for the pipe itself: each batch's "alert" names the batch and carries ``size``
+    random bytes, so that answers too fill the pipe."""
+
+    accounts = 0
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def process(self, events: list[SignIn]) -> BatchResult:
+        self.accounts += len({e.user for e in events})
+        tally = Tally()
+        tally.by_result["ok"] = len(events)
+        return BatchResult(alerts=[(events[0].event_id, len(events), os.urandom(self.size))], tally=tally)
+
+    def commit(self, result: BatchResult) -> None:
+        pass
+
+
+@pytest.mark.timeout(120)
+def test_batches_in_flight_come_back_once_each_and_in_order() -> None:
+    """Parts and answers of several megabytes each, several batches out at once, each batch for one of
+    two workers: every batch's answer comes back once, with that batch's own count of rejects, in the
+    order given, whichever side fills its pipe first (a parent that handed out a batch while a worker was
+    blocked handing back a big answer would wait for ever)."""
+    batches = [
+        [SignIn(f"user-{b}", "81.2.69.142", 1.7e9 + i, f"b{b}-{i}", True) for i in range(40_000)]
+        for b in range(3 * parallel.IN_FLIGHT + 1)
+    ]
+    assert len({parallel._split(batch, 2).index(None) for batch in batches}) == 2  # both workers
+    engine = parallel.ParallelEngine(2, lambda: cast(Engine, _Echo(4 << 20)))
+    try:
+        answers = [engine.process(batch, ["bad line"] * b) for b, batch in enumerate(batches)]
+        last = engine.drain()
+    finally:
+        engine.close()
+    assert all(not a.alerts and not a.tally.by_result for a in answers[: parallel.IN_FLIGHT])
+    for b, answer in enumerate(answers[parallel.IN_FLIGHT :]):  # each, the batch IN_FLIGHT before
+        [(first, n, _)] = answer.alerts
+        assert (first, n) == (batches[b][0].event_id, len(batches[b]))
+        assert (answer.tally.by_result["ok"], answer.tally.by_result["rejected"]) == (len(batches[b]), b)
+    rest = range(len(batches) - parallel.IN_FLIGHT, len(batches))
+    assert [(first, n) for first, n, _ in last.alerts] == [(batches[b][0].event_id, 40_000) for b in rest]
+    assert last.tally.by_result["rejected"] == sum(rest)
+    assert engine.accounts == len(batches)
