@@ -112,13 +112,15 @@ def test_the_c_makers_leave_to_the_garbage_collector_only_what_might_be_cyclic()
 
 
 @given(
-    st.floats(allow_nan=False),
+    st.floats(allow_nan=False) | st.floats(-1.1e9, 1.1e9),
     st.floats(-180.5, 180.5) | st.sampled_from([0.5, -0.5, 1.5, 2.5, -2.5, -0.0, 0.49999999999999994]),
-    st.none() | st.text(max_size=3),
-    st.none() | st.text(max_size=12),
+    st.none() | st.text(max_size=3) | st.from_regex(r"[A-Z]{2}", fullmatch=True),
+    st.none() | st.text(max_size=12) | st.text(st.characters(max_codepoint=127), max_size=12),
 )
 @example(51.5, -0.5, "GB", "London")  # (ties: to the even degree)
 @example(float("inf"), float("-inf"), "", "")
+@example(999_999_999.5, -0.0, "US", "")  # (C prints whole degrees below 10^9, Python's formatting above)
+@example(-1e9, 0.5, "Z\u00fcrich", "?")
 def test_place_key_in_c_is_its_python_twin(
     lat: float, lon: float, country: str | None, city: str | None
 ) -> None:
