@@ -266,8 +266,10 @@ class Engine:
             for alert in decision.alerts:
                 tally.alerts_by_severity[alert.severity] += 1
                 result.alerts.append(alert)
-        for kind in set(outcomes):  # (a few kinds: a count of each, not a dict update per sign-in)
-            by_outcome[kind] += outcomes.count(kind)
+        if SPEEDUPS is not None:  # (a list.count of each kind compared every item with it: 5% of replay)
+            SPEEDUPS.count_into(by_outcome, outcomes)
+        else:
+            by_outcome.update(outcomes)
         tally.newest_event_time = newest
         # This batch's tally is fresh: every outcome but a duplicate is an evaluated sign-in.
         duplicates = by_outcome["duplicate"]

@@ -23,7 +23,8 @@ dict and checking each field took 15,700 instructions a line (anything else it l
 tuples and a new place's ``Location`` and its key (``model.make``, ``model.make_slotted``,
 ``model.place_key``), walks the GeoIP search tree (``geoip.SearchTree.find``, ``locate_text``), takes
 the rule's quick path over a batch (``engine.Engine.process``), packs the common account state
-(``statecodec.pack``), and packs a replay batch for the worker processes (``parallel._split``). Each
+(``statecodec.pack``), packs a replay batch for the worker processes (``parallel._split``), and counts
+a batch's outcomes (``engine.Engine.process``). Each
 piece has a Python twin, run where it is not built.
 
 ``make setup`` runs ``python -m detector.native build``. A compiled module older than its source would

@@ -4,6 +4,7 @@ makes them (and by its Python twin where not)."""
 from __future__ import annotations
 
 import pickle
+from collections import Counter
 from typing import Any
 
 import pytest
@@ -128,3 +129,19 @@ def test_place_key_in_c_is_its_python_twin(
         pytest.skip("detector/_speedups.c is not built (make setup)")
     assert model.SPEEDUPS.place_key(lat, lon, country, city) == model._place_key(lat, lon, country, city)
     assert model.SPEEDUPS.place_key(51, -1, "GB", None) == model._place_key(51, -1, "GB", None) == "GB||51,-1"
+
+
+@given(st.lists(st.integers(0, 40)), st.dictionaries(st.sampled_from("abc"), st.integers(-3, 3)))
+@example(list(range(41)) * 2, {})  # (more than 16 kinds)
+def test_count_into_is_counter_update(picks: list[int], before: dict[str, int]) -> None:
+    """The outcomes' count in C (by identity, up to 16 kinds, then one at a time) is Counter.update; equal
+    texts that are different objects count as one key."""
+    if model.SPEEDUPS is None:
+        pytest.skip("detector/_speedups.c is not built (make setup)")
+    kinds = [f"kind-{k % 25}" for k in range(41)]  # (kinds k and k + 25: equal, not the same object)
+    assert kinds[0] == kinds[25] and kinds[0] is not kinds[25]
+    items = [kinds[k] for k in picks]
+    ours, theirs = Counter(before), Counter(before)
+    model.SPEEDUPS.count_into(ours, items)
+    theirs.update(items)
+    assert ours == theirs
