@@ -63,6 +63,9 @@
    place, an item of a memoryview and a Python call at a time: 24,000 places in a worker's share of the
    benchmark slice).
 
+   geodesic_km(lat1, lon1, lat2, lon2) -> float: geographiclib's Inverse distance, operation for operation
+   (geo.geodesic_km: its Python took 50-90 us a candidate pair, 7% of a replay worker's time).
+
    count_into(counter, items): counter.update(items) for a batch's outcomes, counted by identity.
 
    int32_max(buffer) -> int: the largest of a buffer of native int32 (-1 when empty), for the record
@@ -1830,6 +1833,576 @@ done:
     return out;
 }
 
+/* geodesic_km: geographiclib's Geodesic.Inverse(lat1, lon1, lat2, lon2, DISTANCE)["s12"], operation for
+   operation (geographiclib 2.x, its Python), for geo.geodesic_km: the exact figure of every candidate
+   pair, where its Python took 50-90 us a pair (7% of a replay worker's time). Python's float arithmetic
+   is this C's (no contraction into fused multiply-adds: see native.py's flags); math.sin, cos, atan2,
+   sqrt, fmod and pow are this libm, math.remainder is IEEE's remainder (exact, as libm's), round() is
+   nearbyint (ties to even); math.hypot is Python's own algorithm, so it is called. The ellipsoid's
+   constants come from the geographiclib object itself (geodesic_setup). A test holds the two equal,
+   bit for bit, over hundreds of thousands of pairs. */
+#define GEO_ORDER 6
+static struct {
+    int ready;
+    double a, f, f1, ep2, n, b, etol2;
+    double A3x[GEO_ORDER], C3x[(GEO_ORDER * (GEO_ORDER - 1)) / 2];
+} geod;
+static PyObject *math_hypot; /* math.hypot */
+static int geod_failed;      /* a call to math.hypot failed: an exception is set */
+
+#define GEO_PI 3.141592653589793
+#define DEG_TO_RAD (GEO_PI / 180.0)
+#define RAD_TO_DEG (180.0 / GEO_PI)
+
+static double py_hypot(double x, double y)
+{
+    PyObject *args[2] = {PyFloat_FromDouble(x), PyFloat_FromDouble(y)}, *r = NULL;
+    if (args[0] != NULL && args[1] != NULL)
+        r = PyObject_Vectorcall(math_hypot, args, 2, NULL);
+    Py_XDECREF(args[0]);
+    Py_XDECREF(args[1]);
+    if (r == NULL) {
+        geod_failed = 1;
+        return NAN;
+    }
+    double v = PyFloat_AsDouble(r);
+    Py_DECREF(r);
+    return v;
+}
+
+static double g_sq(double x) { return x * x; }
+static double g_max(double a, double b) { return b > a ? b : a; } /* max(a, b): the first unless b is greater */
+static double g_min(double a, double b) { return b < a ? b : a; }
+static double g_pymod4(long q) { return (double)(((q % 4) + 4) % 4); }
+
+static void g_norm(double *x, double *y)
+{
+    double r = py_hypot(*x, *y);
+    *x = *x / r;
+    *y = *y / r;
+}
+
+static void g_sum(double u, double v, double *s_out, double *t_out)
+{
+    double s = u + v, up = s - v, vpp = s - up;
+    up -= u;
+    vpp -= v;
+    *s_out = s;
+    *t_out = s == 0 ? s : 0.0 - (up + vpp);
+}
+
+static double g_polyval(int N, const double *p, int s, double x)
+{
+    double y = N < 0 ? 0.0 : p[s];
+    while (N > 0) {
+        N--;
+        s++;
+        y = y * x + p[s];
+    }
+    return y;
+}
+
+static double g_anground(double x)
+{
+    const double z = 1 / 16.0;
+    double y = fabs(x);
+    if (y < z)
+        y = z - (z - y);
+    return copysign(y, x);
+}
+
+static double g_remainder(double x, double y) { return isfinite(x) ? remainder(x, y) : NAN; }
+
+static void g_angdiff(double x, double y, double *d_out, double *t_out)
+{
+    double d, t;
+    g_sum(g_remainder(-x, 360), g_remainder(y, 360), &d, &t);
+    g_sum(g_remainder(d, 360), t, &d, &t);
+    if (d == 0 || fabs(d) == 180)
+        d = copysign(d, t == 0 ? y - x : -t);
+    *d_out = d;
+    *t_out = t;
+}
+
+static void g_quadrant(long q, double *s, double *c)
+{
+    double sv = *s, cv = *c;
+    int k = (int)g_pymod4(q);
+    if (k == 1) {
+        *s = cv;
+        *c = -sv;
+    }
+    else if (k == 2) {
+        *s = -sv;
+        *c = -cv;
+    }
+    else if (k == 3) {
+        *s = -cv;
+        *c = sv;
+    }
+}
+
+static void g_sincosd(double x, double *s_out, double *c_out)
+{
+    double r = isfinite(x) ? fmod(x, 360) : NAN;
+    long q = isnan(r) ? 0 : (long)nearbyint(r / 90);
+    r -= 90 * (double)q;
+    r = r * DEG_TO_RAD;
+    double s = sin(r), c = cos(r);
+    g_quadrant(q, &s, &c);
+    c = c + 0.0;
+    if (s == 0)
+        s = copysign(s, x);
+    *s_out = s;
+    *c_out = c;
+}
+
+static void g_sincosde(double x, double t, double *s_out, double *c_out)
+{
+    long q = isfinite(x) ? (long)nearbyint(x / 90) : 0;
+    double r = x - 90 * (double)q;
+    r = g_anground(r + t) * DEG_TO_RAD;
+    double s = sin(r), c = cos(r);
+    g_quadrant(q, &s, &c);
+    c = c + 0.0;
+    if (s == 0)
+        s = copysign(s, x);
+    *s_out = s;
+    *c_out = c;
+}
+
+static double g_sincosseries(int sinp, double sinx, double cosx, const double *c, int len)
+{
+    int k = len, n = k - sinp;
+    double ar = 2 * (cosx - sinx) * (cosx + sinx), y0, y1 = 0;
+    if (n & 1) {
+        k -= 1;
+        y0 = c[k];
+    }
+    else
+        y0 = 0;
+    n = n / 2;
+    while (n) {
+        n -= 1;
+        k -= 1;
+        y1 = ar * y0 - y1 + c[k];
+        k -= 1;
+        y0 = ar * y1 - y0 + c[k];
+    }
+    return sinp ? 2 * sinx * cosx * y0 : cosx * (y0 - y1);
+}
+
+static double g_astroid(double x, double y)
+{
+    double p = g_sq(x), q = g_sq(y), r = (p + q - 1) / 6, k;
+    if (!(q == 0 && r <= 0)) {
+        double S = p * q / 4, r2 = g_sq(r), r3 = r * r2, disc = S * (S + 2 * r3), u = r;
+        if (disc >= 0) {
+            double T3 = S + r3;
+            T3 += T3 < 0 ? -sqrt(disc) : sqrt(disc);
+            double T = copysign(pow(fabs(T3), 1 / 3.0), T3);
+            u += T + (T != 0 ? r2 / T : 0);
+        }
+        else {
+            double ang = atan2(sqrt(-disc), -(S + r3));
+            u += 2 * r * cos(ang / 3);
+        }
+        double v = sqrt(g_sq(u) + q), uv = u < 0 ? q / (v - u) : u + v, w = (uv - q) / (2 * v);
+        k = uv / (sqrt(uv + g_sq(w)) + w);
+    }
+    else
+        k = 0;
+    return k;
+}
+
+static double g_A1m1f(double eps)
+{
+    static const double coeff[] = {1, 4, 64, 0, 256};
+    int m = GEO_ORDER / 2;
+    double t = g_polyval(m, coeff, 0, g_sq(eps)) / coeff[m + 1];
+    return (t + eps) / (1 - eps);
+}
+
+static void g_C1f(double eps, double *c)
+{
+    static const double coeff[] = {-1, 6, -16, 32, -9, 64, -128, 2048, 9, -16, 768, 3, -5, 512, -7, 1280, -7, 2048};
+    double eps2 = g_sq(eps), d = eps;
+    int o = 0;
+    for (int l = 1; l <= GEO_ORDER; l++) {
+        int m = (GEO_ORDER - l) / 2;
+        c[l] = d * g_polyval(m, coeff, o, eps2) / coeff[o + m + 1];
+        o += m + 2;
+        d *= eps;
+    }
+}
+
+static double g_A2m1f(double eps)
+{
+    static const double coeff[] = {-11, -28, -192, 0, 256};
+    int m = GEO_ORDER / 2;
+    double t = g_polyval(m, coeff, 0, g_sq(eps)) / coeff[m + 1];
+    return (t - eps) / (1 + eps);
+}
+
+static void g_C2f(double eps, double *c)
+{
+    static const double coeff[] = {1, 2, 16, 32, 35, 64, 384, 2048, 15, 80, 768, 7, 35, 512, 63, 1280, 77, 2048};
+    double eps2 = g_sq(eps), d = eps;
+    int o = 0;
+    for (int l = 1; l <= GEO_ORDER; l++) {
+        int m = (GEO_ORDER - l) / 2;
+        c[l] = d * g_polyval(m, coeff, o, eps2) / coeff[o + m + 1];
+        o += m + 2;
+        d *= eps;
+    }
+}
+
+static double g_A3f(double eps) { return g_polyval(GEO_ORDER - 1, geod.A3x, 0, eps); }
+
+static void g_C3f(double eps, double *c)
+{
+    double mult = 1;
+    int o = 0;
+    for (int l = 1; l < GEO_ORDER; l++) {
+        int m = GEO_ORDER - l - 1;
+        mult *= eps;
+        c[l] = mult * g_polyval(m, geod.C3x, o, eps);
+        o += m + 1;
+    }
+}
+
+/* _Lengths for the outputs Inverse asks of it here: the distance and the reduced length. */
+static void g_lengths(double eps, double sig12, double ssig1, double csig1, double dn1, double ssig2,
+                      double csig2, double dn2, int distance, int reduced, double *C1a, double *C2a,
+                      double *s12b_out, double *m12b_out)
+{
+    double s12b = NAN, m12b = NAN, m0x = NAN, J12 = NAN, A1, A2 = NAN;
+    A1 = g_A1m1f(eps);
+    g_C1f(eps, C1a);
+    if (reduced) {
+        A2 = g_A2m1f(eps);
+        g_C2f(eps, C2a);
+        m0x = A1 - A2;
+        A2 = 1 + A2;
+    }
+    A1 = 1 + A1;
+    if (distance) {
+        double B1 = g_sincosseries(1, ssig2, csig2, C1a, GEO_ORDER + 1) -
+                    g_sincosseries(1, ssig1, csig1, C1a, GEO_ORDER + 1);
+        s12b = A1 * (sig12 + B1);
+        if (reduced) {
+            double B2 = g_sincosseries(1, ssig2, csig2, C2a, GEO_ORDER + 1) -
+                        g_sincosseries(1, ssig1, csig1, C2a, GEO_ORDER + 1);
+            J12 = m0x * sig12 + (A1 * B1 - A2 * B2);
+        }
+    }
+    else if (reduced) {
+        for (int l = 1; l < GEO_ORDER; l++)
+            C2a[l] = A1 * C1a[l] - A2 * C2a[l];
+        J12 = m0x * sig12 + (g_sincosseries(1, ssig2, csig2, C2a, GEO_ORDER + 1) -
+                             g_sincosseries(1, ssig1, csig1, C2a, GEO_ORDER + 1));
+    }
+    if (reduced)
+        m12b = dn2 * (csig1 * ssig2) - dn1 * (ssig1 * csig2) - csig1 * csig2 * J12;
+    *s12b_out = s12b;
+    *m12b_out = m12b;
+}
+
+#define TINY 1.4916681462400413e-154 /* math.sqrt(sys.float_info.min) */
+#define TOL0 2.220446049250313e-16   /* sys.float_info.epsilon */
+#define TOL1 (200 * TOL0)
+#define TOL2 1.4901161193847656e-08 /* math.sqrt(TOL0) */
+#define TOLB TOL0
+#define XTHRESH (1000 * TOL2)
+#define MAXIT1 20
+#define MAXIT2 (MAXIT1 + 53 + 10)
+
+static double g_inverse_start(double sbet1, double cbet1, double dn1, double sbet2, double cbet2, double dn2,
+                              double lam12, double slam12, double clam12, double *salp1_out,
+                              double *calp1_out, double *dnm_out)
+{
+    double sig12 = -1, dnm = NAN, salp1, calp1, somg12, comg12;
+    double sbet12 = sbet2 * cbet1 - cbet2 * sbet1, cbet12 = cbet2 * cbet1 + sbet2 * sbet1;
+    double sbet12a = sbet2 * cbet1;
+    sbet12a += cbet2 * sbet1;
+    int shortline = cbet12 >= 0 && sbet12 < 0.5 && cbet2 * lam12 < 0.5;
+    if (shortline) {
+        double sbetm2 = g_sq(sbet1 + sbet2);
+        sbetm2 /= sbetm2 + g_sq(cbet1 + cbet2);
+        dnm = sqrt(1 + geod.ep2 * sbetm2);
+        double omg12 = lam12 / (geod.f1 * dnm);
+        somg12 = sin(omg12);
+        comg12 = cos(omg12);
+    }
+    else {
+        somg12 = slam12;
+        comg12 = clam12;
+    }
+    salp1 = cbet2 * somg12;
+    calp1 = comg12 >= 0 ? sbet12 + cbet2 * sbet1 * g_sq(somg12) / (1 + comg12)
+                        : sbet12a - cbet2 * sbet1 * g_sq(somg12) / (1 - comg12);
+    double ssig12 = py_hypot(salp1, calp1), csig12 = sbet1 * sbet2 + cbet1 * cbet2 * comg12;
+    if (shortline && ssig12 < geod.etol2) {
+        /* (salp2, calp2 are not needed for a distance) */
+        sig12 = atan2(ssig12, csig12);
+    }
+    else if (fabs(geod.n) >= 0.1 || csig12 >= 0 || ssig12 >= 6 * fabs(geod.n) * GEO_PI * g_sq(cbet1)) {
+    }
+    else {
+        /* (f > 0: the branch of an oblate ellipsoid; geodesic_setup refuses others) */
+        double lam12x = atan2(-slam12, -clam12);
+        double k2 = g_sq(sbet1) * geod.ep2, eps = k2 / (2 * (1 + sqrt(1 + k2)) + k2);
+        double lamscale = geod.f * cbet1 * g_A3f(eps) * GEO_PI, betscale = lamscale * cbet1;
+        double x = lam12x / lamscale, y = sbet12a / betscale;
+        if (y > -TOL1 && x > -1 - XTHRESH) {
+            salp1 = g_min(1.0, -x);
+            calp1 = -sqrt(1 - g_sq(salp1));
+        }
+        else {
+            double k = g_astroid(x, y);
+            double omg12a = lamscale * (-x * k / (1 + k));
+            somg12 = sin(omg12a);
+            comg12 = -cos(omg12a);
+            salp1 = cbet2 * somg12;
+            calp1 = sbet12a - cbet2 * sbet1 * g_sq(somg12) / (1 - comg12);
+        }
+    }
+    if (!(salp1 <= 0))
+        g_norm(&salp1, &calp1);
+    else {
+        salp1 = 1;
+        calp1 = 0;
+    }
+    *salp1_out = salp1;
+    *calp1_out = calp1;
+    *dnm_out = dnm;
+    return sig12;
+}
+
+typedef struct {
+    double lam12, salp2, calp2, sig12, ssig1, csig1, ssig2, csig2, eps, domg12, dlam12;
+} Lambda;
+
+static void g_lambda12(double sbet1, double cbet1, double dn1, double sbet2, double cbet2, double dn2,
+                       double salp1, double calp1, double slam120, double clam120, int diffp, double *C1a,
+                       double *C2a, double *C3a, Lambda *out)
+{
+    if (sbet1 == 0 && calp1 == 0)
+        calp1 = -TINY;
+    double salp0 = salp1 * cbet1, calp0 = py_hypot(calp1, salp1 * sbet1);
+    double ssig1 = sbet1, somg1 = salp0 * sbet1, csig1, comg1;
+    csig1 = comg1 = calp1 * cbet1;
+    g_norm(&ssig1, &csig1);
+    double salp2 = cbet2 != cbet1 ? salp0 / cbet2 : salp1;
+    double calp2 =
+        cbet2 != cbet1 || fabs(sbet2) != -sbet1
+            ? sqrt(g_sq(calp1 * cbet1) +
+                   (cbet1 < -sbet1 ? (cbet2 - cbet1) * (cbet1 + cbet2) : (sbet1 - sbet2) * (sbet1 + sbet2))) /
+                  cbet2
+            : fabs(calp1);
+    double ssig2 = sbet2, somg2 = salp0 * sbet2, csig2, comg2;
+    csig2 = comg2 = calp2 * cbet2;
+    g_norm(&ssig2, &csig2);
+    double sig12 = atan2(g_max(0.0, csig1 * ssig2 - ssig1 * csig2) + 0.0, csig1 * csig2 + ssig1 * ssig2);
+    double somg12 = g_max(0.0, comg1 * somg2 - somg1 * comg2) + 0.0;
+    double comg12 = comg1 * comg2 + somg1 * somg2;
+    double eta = atan2(somg12 * clam120 - comg12 * slam120, comg12 * clam120 + somg12 * slam120);
+    double k2 = g_sq(calp0) * geod.ep2, eps = k2 / (2 * (1 + sqrt(1 + k2)) + k2);
+    g_C3f(eps, C3a);
+    double B312 = g_sincosseries(1, ssig2, csig2, C3a, GEO_ORDER) - g_sincosseries(1, ssig1, csig1, C3a, GEO_ORDER);
+    double domg12 = -geod.f * g_A3f(eps) * salp0 * (sig12 + B312);
+    double lam12 = eta + domg12, dlam12;
+    if (diffp) {
+        if (calp2 == 0)
+            dlam12 = -2 * geod.f1 * dn1 / sbet1;
+        else {
+            double unused;
+            g_lengths(eps, sig12, ssig1, csig1, dn1, ssig2, csig2, dn2, 0, 1, C1a, C2a, &unused, &dlam12);
+            dlam12 *= geod.f1 / (calp2 * cbet2);
+        }
+    }
+    else
+        dlam12 = NAN;
+    *out = (Lambda){lam12, salp2, calp2, sig12, ssig1, csig1, ssig2, csig2, eps, domg12, dlam12};
+}
+
+/* _GenInverse's s12 (DISTANCE only), in the ellipsoid's unit. */
+static double g_inverse_distance(double lat1, double lon1, double lat2, double lon2)
+{
+    double lon12, lon12s;
+    g_angdiff(lon1, lon2, &lon12, &lon12s);
+    double lonsign = copysign(1, lon12);
+    lon12 = lonsign * lon12;
+    lon12s = lonsign * lon12s;
+    double lam12 = lon12 * DEG_TO_RAD, slam12, clam12;
+    g_sincosde(lon12, lon12s, &slam12, &clam12);
+    lon12s = (180 - lon12) - lon12s;
+    lat1 = g_anground(fabs(lat1) > 90 ? NAN : lat1);
+    lat2 = g_anground(fabs(lat2) > 90 ? NAN : lat2);
+    if (fabs(lat1) < fabs(lat2) || isnan(lat2)) {
+        double t = lat1;
+        lat1 = lat2;
+        lat2 = t;
+    }
+    double latsign = copysign(1, -lat1);
+    lat1 *= latsign;
+    lat2 *= latsign;
+    double sbet1, cbet1, sbet2, cbet2;
+    g_sincosd(lat1, &sbet1, &cbet1);
+    sbet1 *= geod.f1;
+    g_norm(&sbet1, &cbet1);
+    cbet1 = g_max(TINY, cbet1);
+    g_sincosd(lat2, &sbet2, &cbet2);
+    sbet2 *= geod.f1;
+    g_norm(&sbet2, &cbet2);
+    cbet2 = g_max(TINY, cbet2);
+    if (cbet1 < -sbet1) {
+        if (cbet2 == cbet1)
+            sbet2 = copysign(sbet1, sbet2);
+    }
+    else if (fabs(sbet2) == -sbet1)
+        cbet2 = cbet1;
+    double dn1 = sqrt(1 + geod.ep2 * g_sq(sbet1)), dn2 = sqrt(1 + geod.ep2 * g_sq(sbet2));
+    double C1a[GEO_ORDER + 1] = {0}, C2a[GEO_ORDER + 1] = {0}, C3a[GEO_ORDER] = {0};
+    double s12x = NAN, m12x = NAN, sig12, calp1, salp1;
+    int meridian = lat1 == -90 || slam12 == 0;
+    if (meridian) {
+        calp1 = clam12;
+        salp1 = slam12;
+        double calp2 = 1.0, ssig1 = sbet1, csig1 = calp1 * cbet1, ssig2 = sbet2, csig2 = calp2 * cbet2;
+        sig12 = atan2(g_max(0.0, csig1 * ssig2 - ssig1 * csig2) + 0.0, csig1 * csig2 + ssig1 * ssig2);
+        g_lengths(geod.n, sig12, ssig1, csig1, dn1, ssig2, csig2, dn2, 1, 1, C1a, C2a, &s12x, &m12x);
+        if (sig12 < TOL2 || m12x >= 0) {
+            if (sig12 < 3 * TINY || (sig12 < TOL0 && (s12x < 0 || m12x < 0)))
+                sig12 = m12x = s12x = 0.0;
+            m12x *= geod.b;
+            s12x *= geod.b;
+        }
+        else
+            meridian = 0;
+    }
+    if (!meridian && sbet1 == 0 && (geod.f <= 0 || lon12s >= geod.f * 180)) {
+        s12x = geod.a * lam12;
+    }
+    else if (!meridian) {
+        double dnm;
+        sig12 = g_inverse_start(sbet1, cbet1, dn1, sbet2, cbet2, dn2, lam12, slam12, clam12, &salp1, &calp1, &dnm);
+        if (sig12 >= 0)
+            s12x = sig12 * geod.b * dnm;
+        else {
+            int numit = 0, tripn = 0, tripb = 0;
+            double salp1a = TINY, calp1a = 1.0, salp1b = TINY, calp1b = -1.0;
+            Lambda L;
+            while (1) {
+                g_lambda12(sbet1, cbet1, dn1, sbet2, cbet2, dn2, salp1, calp1, slam12, clam12, numit < MAXIT1,
+                           C1a, C2a, C3a, &L);
+                double v = L.lam12, dv = L.dlam12;
+                if (tripb || !(fabs(v) >= (tripn ? 8 : 1) * TOL0) || numit == MAXIT2)
+                    break;
+                if (v > 0 && (numit > MAXIT1 || calp1 / salp1 > calp1b / salp1b)) {
+                    salp1b = salp1;
+                    calp1b = calp1;
+                }
+                else if (v < 0 && (numit > MAXIT1 || calp1 / salp1 < calp1a / salp1a)) {
+                    salp1a = salp1;
+                    calp1a = calp1;
+                }
+                numit += 1;
+                if (numit < MAXIT1 && dv > 0) {
+                    double dalp1 = -v / dv;
+                    if (fabs(dalp1) < GEO_PI) {
+                        double sdalp1 = sin(dalp1), cdalp1 = cos(dalp1), nsalp1 = salp1 * cdalp1 + calp1 * sdalp1;
+                        if (nsalp1 > 0) {
+                            calp1 = calp1 * cdalp1 - salp1 * sdalp1;
+                            salp1 = nsalp1;
+                            g_norm(&salp1, &calp1);
+                            tripn = fabs(v) <= 16 * TOL0;
+                            continue;
+                        }
+                    }
+                }
+                salp1 = (salp1a + salp1b) / 2;
+                calp1 = (calp1a + calp1b) / 2;
+                g_norm(&salp1, &calp1);
+                tripn = 0;
+                tripb = fabs(salp1a - salp1) + (calp1a - calp1) < TOLB || fabs(salp1 - salp1b) + (calp1 - calp1b) < TOLB;
+            }
+            double unused;
+            g_lengths(L.eps, L.sig12, L.ssig1, L.csig1, dn1, L.ssig2, L.csig2, dn2, 1, 0, C1a, C2a, &s12x, &unused);
+            s12x *= geod.b;
+        }
+    }
+    return 0.0 + s12x;
+}
+
+/* geodesic_setup(a, f, f1, ep2, n, b, etol2, A3x, C3x): the ellipsoid of a geographiclib Geodesic (its
+   own attributes, so that nothing is computed twice in two ways). */
+static PyObject *geodesic_setup(PyObject *self, PyObject *args)
+{
+    PyObject *A3x, *C3x;
+    double a, f, f1, ep2, n, b, etol2;
+    if (!PyArg_ParseTuple(args, "dddddddOO", &a, &f, &f1, &ep2, &n, &b, &etol2, &A3x, &C3x))
+        return NULL;
+    if (!(f > 0) || !PySequence_Check(A3x) || !PySequence_Check(C3x) || PySequence_Size(A3x) != GEO_ORDER ||
+        PySequence_Size(C3x) != (GEO_ORDER * (GEO_ORDER - 1)) / 2) {
+        PyErr_SetString(PyExc_ValueError, "geodesic_setup: an oblate ellipsoid of order 6");
+        return NULL;
+    }
+    double A3[GEO_ORDER], C3[(GEO_ORDER * (GEO_ORDER - 1)) / 2];
+    for (Py_ssize_t i = 0; i < GEO_ORDER + (GEO_ORDER * (GEO_ORDER - 1)) / 2; i++) {
+        PyObject *v = i < GEO_ORDER ? PySequence_GetItem(A3x, i) : PySequence_GetItem(C3x, i - GEO_ORDER);
+        if (v == NULL)
+            return NULL;
+        double d = PyFloat_AsDouble(v);
+        Py_DECREF(v);
+        if (d == -1.0 && PyErr_Occurred())
+            return NULL;
+        if (i < GEO_ORDER)
+            A3[i] = d;
+        else
+            C3[i - GEO_ORDER] = d;
+    }
+    if (math_hypot == NULL) {
+        PyObject *math = PyImport_ImportModule("math");
+        if (math == NULL)
+            return NULL;
+        math_hypot = PyObject_GetAttrString(math, "hypot");
+        Py_DECREF(math);
+        if (math_hypot == NULL)
+            return NULL;
+    }
+    geod.a = a;
+    geod.f = f;
+    geod.f1 = f1;
+    geod.ep2 = ep2;
+    geod.n = n;
+    geod.b = b;
+    geod.etol2 = etol2;
+    memcpy(geod.A3x, A3, sizeof A3);
+    memcpy(geod.C3x, C3, sizeof C3);
+    geod.ready = 1;
+    Py_RETURN_NONE;
+}
+
+static PyObject *geodesic_km(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "geodesic_km(lat1, lon1, lat2, lon2)");
+        return NULL;
+    }
+    if (!geod.ready) {
+        PyErr_SetString(PyExc_RuntimeError, "geodesic_km: geodesic_setup first");
+        return NULL;
+    }
+    double v[4];
+    for (int i = 0; i < 4; i++)
+        if ((v[i] = PyFloat_AsDouble(args[i])) == -1.0 && PyErr_Occurred())
+            return NULL;
+    geod_failed = 0;
+    double s12 = g_inverse_distance(v[0], v[1], v[2], v[3]);
+    return geod_failed ? NULL : PyFloat_FromDouble(s12);
+}
+
 /* counter[key] += n, as a Counter does (a key it lacks counts 0). */
 static int add_count(PyObject *counter, PyObject *key, Py_ssize_t n)
 {
@@ -1900,6 +2473,11 @@ static PyObject *count_into(PyObject *self, PyObject *const *args, Py_ssize_t na
 }
 
 static PyMethodDef methods[] = {
+    {"geodesic_setup", geodesic_setup, METH_VARARGS,
+     "geodesic_setup(a, f, f1, ep2, n, b, etol2, A3x, C3x) -> None: the ellipsoid of geodesic_km, from a "
+     "geographiclib Geodesic's own attributes."},
+    {"geodesic_km", (PyCFunction)(void (*)(void))geodesic_km, METH_FASTCALL,
+     "geodesic_km(lat1, lon1, lat2, lon2) -> float: geographiclib's Geodesic.Inverse(...)['s12'], bit for bit."},
     {"count_into", (PyCFunction)(void (*)(void))count_into, METH_FASTCALL,
      "count_into(counter, items) -> None: as counter.update(items), for a list of a few kinds of item."},
     {"index_locations", (PyCFunction)(void (*)(void))index_locations, METH_FASTCALL,

@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "detector"
 CORE = {
     "errors": set(),
     "model": set(),
-    "geo": set(),
+    "geo": {"model"},  # (its C speedups, which model loads)
     "rules": {"model", "geo"},
     "statecodec": {"model"},
     "state": {"model", "statecodec"},
