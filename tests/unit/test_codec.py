@@ -561,6 +561,32 @@ def test_the_c_decoder_takes_ipv6_as_normalised_and_agrees_on_any_form(kinds: li
     assert all(t is None for form, t in zip(forms, taken, strict=True) if form != str(address))
 
 
+@needs_c
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.sampled_from(
+                [b"a", b"a", b"a", b"Z", b"9", b" ", b'"', b"\\", b"\x1f", b"\x7f", b"\xc3\xa9", b"\xff"]
+            ),
+            max_size=30,
+        ),
+        min_size=3,
+        max_size=3,
+    ),
+)
+def test_the_c_decoder_agrees_on_any_byte_at_any_place_in_a_string(texts: list[list[bytes]]) -> None:
+    """Strings are scanned eight bytes at a time: a quote, a backslash, a control character or a byte
+    beyond ASCII at any offset (in a value, and in a field's name) is met as one byte at a time meets it."""
+    user, other, name = (b"".join(t) for t in texts)
+    line = _plain_line(user=b'"%s"' % user, note=b'"%s"' % other)
+    lines = [line, line.replace(b'"note"', b'"x%s"' % name)]
+    _assert_c_decoder_agrees(lines)
+    plain = {b"a", b"Z", b"9", b" ", b"\x7f"}
+    if all(piece in plain for t in texts for piece in t) and user.strip(b" \x7f"):  # then taken in C
+        assert None not in codec_module.SPEEDUPS.decode_canonical(lines, 65536, 512, 1024, 32, SignIn)
+
+
 def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
     """What it takes, it decodes as the reference does; what it is not sure of, it leaves (None)."""
     if codec_module.SPEEDUPS is None:
