@@ -9,9 +9,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import IO, Any
 
 from detector import __version__, logs
@@ -27,7 +26,7 @@ from detector.parallel import ParallelEngine, resolve_workers
 from detector.reorder import FileOrder
 from detector.rules import Policy
 from detector.sinks import AlertFile, RejectsFile
-from detector.sources import Line, LineReader
+from detector.sources import Line, LineReader, LineRun
 from detector.state import CompactStore, PartitionedStore, StateStore
 
 log = logging.getLogger("detector")
@@ -188,6 +187,35 @@ class Progress:
             self.stream.flush()
 
 
+def _batches(items: Iterator[Line | LineRun], size: int) -> Iterator[tuple[list[Line | LineRun], int]]:
+    """The lines in chunks of ``size`` lines (a run cut where a chunk ends), each with its number of
+    lines; the last chunk is shorter (perhaps empty)."""
+    chunk: list[Line | LineRun] = []
+    count = 0
+    for item in items:
+        if isinstance(item, Line):
+            chunk.append(item)
+            count += 1
+        else:
+            raws, start = item.raws, 0
+            while start < len(raws):
+                take = min(size - count, len(raws) - start)
+                whole = start == 0 and take == len(raws)
+                chunk.append(
+                    item if whole else LineRun(item.origin, item.first + start, raws[start : start + take])
+                )
+                start += take
+                count += take
+                if count == size:
+                    yield chunk, count
+                    chunk, count = [], 0
+            continue
+        if count == size:
+            yield chunk, count
+            chunk, count = [], 0
+    yield chunk, count
+
+
 def detect_files(
     settings: Any,
     reader: LineReader,
@@ -202,21 +230,21 @@ def detect_files(
     buffer = FileOrder(settings.reorder_window)
     lines = 0
 
-    def detect(chunk: list[Line], final: bool = False) -> None:
+    def detect(chunk: list[Line | LineRun], final: bool = False) -> None:
         events, reasons = ingest.decode(chunk)
         released = buffer.add(events) + (buffer.drain() if final else [])
         result = engine.process(released, reasons)
         engine.commit(result)
         on_batch(result)
 
-    batch_size, read = settings.batch_size, iter(reader)
-    while True:
-        chunk = list(islice(read, batch_size))
-        lines += len(chunk)
-        if len(chunk) < batch_size:
+    chunk: list[Line | LineRun] = []
+    for chunk, size in _batches(reader.runs(), settings.batch_size):
+        lines += size
+        if size < settings.batch_size:
             break
         detect(chunk)
         on_progress(lines)
+        chunk = []
     detect(chunk, final=True)
     last = engine.drain()
     engine.commit(last)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from detector.codec import Limits
 from detector.config import ConfigError
@@ -16,7 +16,7 @@ from detector.formats import FieldMapping, Normalizer, Options, SyslogClock
 from detector.identity import AccountIds
 from detector.model import SignIn
 from detector.sinks import RejectsFile
-from detector.sources import Line
+from detector.sources import Line, LineRun
 
 
 def limits_from(settings: Any) -> Limits:
@@ -87,26 +87,46 @@ class Ingest:
     def finish(self) -> None:
         self._record_assumption()
 
-    def decode(self, lines: Sequence[Line]) -> tuple[list[SignIn], list[str]]:
-        """Sign-ins of a chunk of lines, and the reasons of what was rejected (already written)."""
+    def decode(self, lines: Sequence[Line | LineRun]) -> tuple[list[SignIn], list[str]]:
+        """Sign-ins of a chunk of lines (``Line``s, or runs of ordinary ones: ``LineReader.runs``), and the
+        reasons of what was rejected (already written)."""
         batch: list[SignIn] = []
         reasons: list[str] = []
         start = 0
         while start < len(lines):  # a run of lines from one file at a time (its syslog clock)
-            origin = lines[start].origin
-            end = start
-            while end < len(lines) and lines[end].origin == origin:
-                end += 1
+            item = lines[start]
+            origin = item.origin
             if origin != self._origin:
                 self._file_changed(origin)
-            self._decode_run(lines[start:end], batch, reasons)
+            if isinstance(item, LineRun):
+                self._decode_raws(item, batch, reasons)
+                start += 1
+                continue
+            end = start
+            while end < len(lines) and isinstance(lines[end], Line) and lines[end].origin == origin:
+                end += 1
+            self._decode_run(cast("Sequence[Line]", lines[start:end]), batch, reasons)
             start = end
         return batch, reasons
 
+    def _decode_raws(self, run: LineRun, batch: list[SignIn], reasons: list[str]) -> None:
+        """``_decode_run`` of a run of ordinary lines, without a ``Line`` for each but those it rejects."""
+        quick = self.normalizer.quick(run.raws)
+        self.lines += len(quick)
+        if None not in quick:  # every line one valid canonical record
+            self.records += len(quick)
+            batch += quick  # type: ignore[arg-type]
+            return
+        for k, signin in enumerate(quick):
+            if signin is not None:
+                self.records += 1
+                batch.append(signin)
+            else:
+                self._decode_slow(Line(run.origin, run.first + k, run.raws[k]), batch, reasons)
+
     def _decode_run(self, lines: Sequence[Line], batch: list[SignIn], reasons: list[str]) -> None:
-        normalizer, rejects = self.normalizer, self.rejects
         ordinary = [line for line in lines if not line.too_long and not line.document]
-        quick = normalizer.quick([line.raw for line in ordinary])
+        quick = self.normalizer.quick([line.raw for line in ordinary])
         self.lines += len(lines)
         if len(ordinary) == len(lines) and None not in quick:  # every line one valid canonical record
             self.records += len(lines)
@@ -120,18 +140,22 @@ class Ingest:
                     self.records += 1
                     batch.append(signin)
                     continue
-            if line.too_long:
-                limit = max(normalizer.limits.max_event_bytes, normalizer.max_batch_bytes)
-                reason = f"too large: line of {line.length} bytes > {limit}"
-                rejects.write(line.origin, line.number, reason, line.raw)
+            self._decode_slow(line, batch, reasons)
+
+    def _decode_slow(self, line: Line, batch: list[SignIn], reasons: list[str]) -> None:
+        """A line that is not one valid canonical record: over-long, a document, another format, or bad."""
+        normalizer, rejects = self.normalizer, self.rejects
+        if line.too_long:
+            limit = max(normalizer.limits.max_event_bytes, normalizer.max_batch_bytes)
+            reason = f"too large: line of {line.length} bytes > {limit}"
+            rejects.write(line.origin, line.number, reason, line.raw)
+            reasons.append(reason)
+            return
+        for outcome in normalizer.records(line.raw, line.document):
+            self.records += 1
+            if outcome.error is None:
+                batch.extend(outcome.signins)
+            else:
+                reason = outcome.error.reason
+                rejects.write(line.origin, line.number, reason, outcome.raw or line.raw, outcome.index)
                 reasons.append(reason)
-                continue
-            outcomes = normalizer.records(line.raw, line.document)
-            for outcome in outcomes:
-                self.records += 1
-                if outcome.error is None:
-                    batch.extend(outcome.signins)
-                else:
-                    reason = outcome.error.reason
-                    rejects.write(line.origin, line.number, reason, outcome.raw or line.raw, outcome.index)
-                    reasons.append(reason)

@@ -10,7 +10,7 @@ import gzip
 import os
 import sys
 from collections.abc import Iterator
-from typing import IO
+from typing import IO, cast
 
 import orjson
 
@@ -40,6 +40,22 @@ class Line:
         self.too_long = too_long
         self.length = length
         self.document = document
+
+
+class LineRun:
+    """Consecutive ordinary lines of one input (none over-long, none a document): ``raws[k]`` is line
+    ``first + k``, without its line ending. Replay reads these (``LineReader.runs``): a ``Line`` object
+    for each line cost about as much as decoding it."""
+
+    __slots__ = ("first", "origin", "raws")
+
+    def __init__(self, origin: str, first: int, raws: list[bytes]) -> None:
+        self.origin = origin
+        self.first = first
+        self.raws = raws
+
+    def lines(self) -> list[Line]:
+        return [Line(self.origin, self.first + k, raw) for k, raw in enumerate(self.raws)]
 
 
 class LineReader:
@@ -80,6 +96,14 @@ class LineReader:
             return self._done_bytes
 
     def __iter__(self) -> Iterator[Line]:
+        return cast("Iterator[Line]", self._read(runs=False))  # (without runs: only Lines)
+
+    def runs(self) -> Iterator[Line | LineRun]:
+        """The same lines as iterating gives, where consecutive ordinary lines of a block come as one
+        ``LineRun`` (the rest, as ever, a ``Line`` each)."""
+        return self._read(runs=True)
+
+    def _read(self, runs: bool) -> Iterator[Line | LineRun]:
         for path in self.inputs:
             origin = "<stdin>" if path == "-" else path
             try:
@@ -94,7 +118,7 @@ class LineReader:
                 if path != "-" and self._is_document(fh):
                     yield Line(origin, 1, fh.read(self.max_document_bytes), document=True)
                 else:
-                    yield from self._lines(fh, origin)
+                    yield from self._lines(fh, origin, runs)
             except (OSError, EOFError) as exc:
                 raise SourceError(f"{origin}: read failed: {exc}") from None
             finally:
@@ -125,11 +149,12 @@ class LineReader:
         except orjson.JSONDecodeError:
             return False
 
-    def _lines(self, fh: IO[bytes], origin: str) -> Iterator[Line]:
+    def _lines(self, fh: IO[bytes], origin: str, runs: bool = False) -> Iterator[Line | LineRun]:
         """The lines of ``fh``, read a block at a time and split in one call (a ``readline`` call a line
         was most of reading). A line of ``limit`` bytes or more (before its newline; the limit leaves
         room for a CR LF) is handed on as its first ``limit`` bytes, ``too_long``, with its length;
-        only those are kept while the rest of it is skipped."""
+        only those are kept while the rest of it is skipped. With ``runs``, a block's lines after its
+        first come as one ``LineRun`` when none of them is over-long."""
         limit = self.max_line_bytes + 2
         read1 = getattr(fh, "read1", None)  # (what is there, up to a block: standard input may be slow)
         read = read1 if read1 is not None else fh.read
@@ -143,6 +168,18 @@ class LineReader:
                 break
             pieces = block.split(b"\n")
             tail = pieces.pop()  # (after the block's last newline: a line not ended yet)
+            if runs and len(pieces) > 1 and max(map(len, pieces)) < limit:
+                # (the first piece may end a line begun in the block before, or be the first line,
+                # after a BOM: as a Line, as ever)
+                number += 1
+                yield self._line(origin, number, pending, skipped, pieces[0], 1)
+                pending, skipped = b"", -1
+                rest = pieces[1:]
+                if b"\r" in block:
+                    rest = [piece.rstrip(b"\r\n") for piece in rest]
+                yield LineRun(origin, number + 1, rest)
+                number += len(rest)
+                pieces = []
             for piece in pieces:
                 number += 1
                 yield self._line(origin, number, pending, skipped, piece, 1)

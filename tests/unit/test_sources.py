@@ -9,7 +9,8 @@ from pathlib import Path
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from detector.sources import Line, LineReader
+from detector.app import _batches
+from detector.sources import Line, LineReader, LineRun
 
 BOM = b"\xef\xbb\xbf"
 
@@ -82,3 +83,41 @@ def test_a_bom_before_an_over_long_first_line_is_not_part_of_it(tmp_path: Path) 
         (1, b"z" * 10, True, 51),
         (2, BOM + b"{}", False, 0),
     ]
+
+
+def _expanded(items: list[Line | LineRun]) -> list[tuple[str, int, bytes, bool, int, bool]]:
+    lines = [x for item in items for x in (item.lines() if isinstance(item, LineRun) else [item])]
+    return [(x.origin, x.number, x.raw, x.too_long, x.length, x.document) for x in lines]
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces, st.integers(1, 16), st.integers(1, 9), st.integers(1, 7))
+def test_runs_of_lines_are_the_lines_and_batches_cut_them_exactly(
+    parts: list[bytes], max_line_bytes: int, block_size: int, batch_size: int
+) -> None:
+    """Replay reads runs of ordinary lines (``LineReader.runs``): the same lines, numbers and flags as
+    reading a ``Line`` at a time, for any block size; and cut into batches of ``batch_size`` lines, a run
+    split where a batch ends, the batches hold those lines in order, all full but the last."""
+    reader = LineReader([], max_line_bytes, block_size=block_size)
+    data = b"".join(parts)
+    expected = _expanded(list(reader._lines(io.BytesIO(data), "in")))
+    runs = list(reader._lines(io.BytesIO(data), "in", runs=True))
+    assert _expanded(runs) == expected
+    batches = list(_batches(iter(runs), batch_size))
+    assert [x for chunk, _ in batches for x in _expanded(chunk)] == expected
+    assert [count for _, count in batches] == [len(_expanded(chunk)) for chunk, _ in batches]
+    assert all(count == batch_size for _, count in batches[:-1]) and batches[-1][1] < batch_size
+
+
+def test_runs_are_taken_where_a_block_holds_ordinary_lines(tmp_path: Path) -> None:
+    """(So that the property above is not met by Lines alone.) Two files: each file's lines numbered
+    from 1, CR LF endings stripped, an over-long line on its own."""
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_bytes(b"".join(b'{"n":%d}\r\n' % n for n in range(1, 1001)))
+    b.write_bytes(b"{}\n" * 10 + b"x" * 100 + b"\n{}\n")
+    items = list(LineReader([str(a), str(b)], 50, block_size=4096).runs())
+    assert sum(len(x.raws) for x in items if isinstance(x, LineRun)) > 900
+    assert _expanded(items) == _expanded(list(LineReader([str(a), str(b)], 50, block_size=4096)))
+    got = _expanded(items)
+    assert got[0] == (str(a), 1, b'{"n":1}', False, 0, False) and got[999][1:3] == (1000, b'{"n":1000}')
+    assert got[1000][:2] == (str(b), 1) and got[1010][1:5] == (11, b"x" * 52, True, 101)
