@@ -1576,7 +1576,7 @@ typedef struct {
 } Packed;
 
 /* The fields of one sign-in for the blob; ``special`` when it must go whole. */
-static int pack_one(PyObject *event, Py_ssize_t n, Packed *p)
+static int pack_one(PyObject *event, Py_ssize_t n, const unsigned char *owners, Packed *p)
 {
     p->special = 1;
     if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != SIGNIN_FIELDS) {
@@ -1592,7 +1592,8 @@ static int pack_one(PyObject *event, Py_ssize_t n, Packed *p)
     if (h == -1)
         return -1;
     Py_ssize_t k = (Py_ssize_t)(h % (Py_hash_t)n);
-    p->owner = (int)(k < 0 ? k + n : k); /* as Python's hash(user) % n */
+    k = k < 0 ? k + n : k; /* as Python's hash(user) % n */
+    p->owner = owners != NULL ? owners[k] : (int)k;
     PyObject *when = PyTuple_GET_ITEM(event, 2), *ok = PyTuple_GET_ITEM(event, 4);
     if (PyTuple_GET_ITEM(event, 5) != Py_None || PyTuple_GET_ITEM(event, 6) != Py_False ||
         !PyFloat_CheckExact(when) || (ok != Py_True && ok != Py_False))
@@ -1616,12 +1617,25 @@ static int pack_one(PyObject *event, Py_ssize_t n, Packed *p)
 
 static PyObject *pack_signins(PyObject *self, PyObject *args)
 {
-    PyObject *events;
+    PyObject *events, *owned_by = NULL;
     Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "O!n", &PyList_Type, &events, &n))
+    if (!PyArg_ParseTuple(args, "O!n|O!", &PyList_Type, &events, &n, &PyBytes_Type, &owned_by))
         return NULL;
     if (n < 1 || n > 1024) {
         PyErr_SetString(PyExc_ValueError, "pack_signins: 1 to 1024 workers");
+        return NULL;
+    }
+    /* owners: the share of each of len(owners) buckets (hash(user) % len(owners)), where there are more
+       buckets than shares (replay's main process takes fewer accounts than a worker) */
+    const unsigned char *owners = owned_by != NULL ? (const unsigned char *)PyBytes_AS_STRING(owned_by) : NULL;
+    Py_ssize_t buckets = owned_by != NULL ? PyBytes_GET_SIZE(owned_by) : n;
+    for (Py_ssize_t b = 0; owners != NULL && b < buckets; b++)
+        if (owners[b] >= n) {
+            PyErr_SetString(PyExc_ValueError, "pack_signins: a bucket's owner past the shares");
+            return NULL;
+        }
+    if (buckets < 1) {
+        PyErr_SetString(PyExc_ValueError, "pack_signins: no buckets");
         return NULL;
     }
     Py_ssize_t m = PyList_GET_SIZE(events);
@@ -1635,7 +1649,7 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
     }
     for (Py_ssize_t i = 0; i < m; i++) {
         Packed *p = &packed[i];
-        if (pack_one(PyList_GET_ITEM(events, i), n, p) < 0)
+        if (pack_one(PyList_GET_ITEM(events, i), buckets, owners, p) < 0)
             goto done;
         size[p->owner] += HEAD + (p->special ? 0 : p->len[0] + p->len[1] + p->len[2]);
         count[p->owner]++;
@@ -2528,8 +2542,9 @@ static PyMethodDef methods[] = {
      "pack_state(user, state) -> bytes | None: statecodec.pack's bytes, for a state of GeoIP-located visits "
      "without remembered alerts; None for any other (statecodec._pack writes it)."},
     {"pack_signins", pack_signins, METH_VARARGS,
-     "pack_signins(events, n) -> list: for each of n workers None, or (blob, special): its sign-ins "
-     "(every account to the worker hash(user) % n names) as parallel.unpack takes them."},
+     "pack_signins(events, n[, owners]) -> list: for each of n shares None, or (blob, special): its sign-ins "
+     "(every account to the share hash(user) % n names, or owners[hash(user) % len(owners)]) as "
+     "unpack_signins takes them."},
     {"unpack_signins", unpack_signins, METH_VARARGS,
      "unpack_signins(blob, special, signin_type) -> list: the sign-ins pack_signins packed."},
     {NULL, NULL, 0, NULL},

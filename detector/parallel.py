@@ -1,15 +1,16 @@
-"""Replay on several cores: the accounts shared out among worker processes, each with an engine of its own.
+"""Replay on several cores: the accounts shared out among processes, each with an engine of its own.
 
 The parent reads, decodes and reorders the input exactly as a one-process replay does (so rejects,
-progress and the reorder window are unchanged), then hands each released batch to the workers, every
-account always to the same worker. The engine never lets two accounts meet, so each account gets the
+progress and the reorder window are unchanged), then shares each released batch out among itself and
+the worker processes, every account always to the same one (the parent's share is smaller: it also
+reads and decodes; see ``owners``). The engine never lets two accounts meet, so each account gets the
 very sign-ins, in the very order, that a single engine would give it: the alerts are the same, and the
 parent writes them in the same order (by the position, in the batch, of the sign-in that raised each).
 
-While the workers evaluate one batch the parent reads and decodes the next ones, up to ``IN_FLIGHT``
-batches ahead: a thread for each worker feeds it its parts, so that neither waits for the other at
-every batch. ``process`` returns the result of the batch ``IN_FLIGHT`` before the one it is given (empty
-until then), and ``drain`` those of the batches still out, together.
+While the workers evaluate one batch the parent evaluates its own share and reads and decodes the next
+ones, up to ``IN_FLIGHT`` batches ahead: a thread for each worker feeds it its parts, so that neither
+waits for the other at every batch. ``process`` returns the result of the batch ``IN_FLIGHT`` before the
+one it is given (empty until then), and ``drain`` those of the batches still out, together.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ AUTO_MAX_WORKERS = 8
 # met at every batch (it collected one before handing out the next), and each waited for the other:
 # workers idle for 25-35% of a replay of the bench slice on two cores.
 IN_FLIGHT = 2
+# The main process's share of the accounts against a worker's (see ``owners``): 3 to 5, as measured on
+# the bench slice (the main process's reading and decoding took about 0.2 s of CPU, the engines 0.8 s).
+LOCAL_WEIGHT = 3
+WORKER_WEIGHT = 5
 
 
 def available_cpus() -> int:
@@ -72,17 +77,33 @@ Columns = tuple[
 _SEPARATOR = "\x00"
 
 
-def _split(events: list[SignIn], n: int) -> list[Part | None]:
-    """Each of ``n`` workers' part of the batch, ready for the pipe (None: nothing for that one); every
-    account always to the same worker, the one its str hash names (fixed for this process's life)."""
+def owners(processes: int) -> bytes:
+    """Which share each bucket of accounts (``hash(user) % len(owners)``) goes to: share 0 is the main
+    process's, ``LOCAL_WEIGHT`` buckets, and each worker's ``WORKER_WEIGHT``. The main process also reads,
+    decodes and hands out the batches: with equal shares, the worker that shared its core set the pace
+    while the other sat idle (0.23 s of a 0.8 s replay of the bench slice)."""
+    return bytes([0] * LOCAL_WEIGHT + [k for k in range(1, processes) for _ in range(WORKER_WEIGHT)])
+
+
+def _split(events: list[SignIn], n: int, owned: bytes | None = None) -> list[Part | None]:
+    """Each of ``n`` shares of the batch, ready for the pipe (None: nothing for that one); every account
+    always to the same share, the one its str hash names (fixed for this process's life): ``hash % n``,
+    or the owner of its bucket in ``owned`` (see ``owners``)."""
     if SPEEDUPS is not None:
-        parts: list[Part | None] = SPEEDUPS.pack_signins(events, n)
+        parts: list[Part | None] = (
+            SPEEDUPS.pack_signins(events, n) if owned is None else SPEEDUPS.pack_signins(events, n, owned)
+        )
         return parts
-    return [_columns([events[i] for i in share]) if share else None for share in _shares(events, n)]
+    return [_columns([events[i] for i in share]) if share else None for share in _shares(events, n, owned)]
 
 
 def _events(part: Part) -> list[SignIn]:
     """A worker's sign-ins, as ``_split`` sent them (the worker is a fork: the same build)."""
+    return _unpack(part)
+
+
+def _unpack(part: Part) -> list[SignIn]:
+    """A share's sign-ins from its part (``_events`` for a worker's; this, for the main process's own)."""
     if SPEEDUPS is not None:
         events: list[SignIn] = SPEEDUPS.unpack_signins(*part, SignIn)
         return events
@@ -109,11 +130,13 @@ def _columns(events: list[SignIn]) -> Columns:
     return _text(users), _text(ips), array("d", times).tobytes(), _text(ids), bytes(success), special
 
 
-def _shares(events: list[SignIn], n: int) -> list[list[int]]:
-    """Which of the batch's sign-ins each of ``n`` workers gets (``hash(user) % n``)."""
+def _shares(events: list[SignIn], n: int, owned: bytes | None = None) -> list[list[int]]:
+    """Which of the batch's sign-ins each of ``n`` shares gets (``hash(user) % n``, or the owner of the
+    bucket ``hash(user) % len(owned)``)."""
     import numpy as np  # (the twin only: numpy takes 70 ms to import)
 
-    owner = np.fromiter(map(hash, map(itemgetter(0), events)), np.int64, len(events)) % n  # (0: user)
+    hashes = np.fromiter(map(hash, map(itemgetter(0), events)), np.int64, len(events))  # (0: user)
+    owner = hashes % n if owned is None else np.frombuffer(owned, np.uint8)[hashes % len(owned)]
     return [np.flatnonzero(owner == k).tolist() for k in range(n)]
 
 
@@ -171,20 +194,24 @@ def _feed(conn: Connection, outbox: queue.SimpleQueue[Any]) -> None:
 
 
 class ParallelEngine:
-    """``Engine``'s batch interface over ``workers`` processes, each running ``make_engine()``'s engine on
-    its share of the accounts (the factory runs in the worker, after the fork)."""
+    """``Engine``'s batch interface over ``processes`` processes: this one and ``processes - 1`` workers,
+    each running ``make_engine()``'s engine on its share of the accounts (see ``owners``; a worker runs
+    the factory after the fork)."""
 
-    def __init__(self, workers: int, make_engine: Callable[[], Engine]) -> None:
+    def __init__(self, processes: int, make_engine: Callable[[], Engine]) -> None:
+        if not 2 <= processes <= 256:  # (--workers allows 256: a bucket's owner is a byte)
+            raise ValueError("replay shares accounts out among 2 to 256 processes")
         context = multiprocessing.get_context("fork")
         self.tally = Tally()
         self.accounts = 0
+        self._owned = owners(processes)
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
-        self._pending: list[tuple[list[SignIn], list[bool], list[str]]] = []
+        self._pending: list[tuple[list[SignIn], list[bool], list[str], BatchResult]] = []
         self._outboxes: list[queue.SimpleQueue[Any]] = []
         self._feeders: list[threading.Thread] = []
         try:
-            for k in range(workers):
+            for k in range(processes - 1):
                 ours, theirs = context.Pipe()
                 proc = context.Process(
                     target=_serve, args=(theirs, make_engine), name=f"replay-worker-{k}", daemon=True
@@ -201,19 +228,22 @@ class ParallelEngine:
                 feeder.start()
                 self._outboxes.append(outbox)
                 self._feeders.append(feeder)
+            self._local = make_engine()  # (made after the forks: the workers make their own)
         except BaseException:
             self.close()
             raise
 
     def process(self, events: Iterable[SignIn], rejected: Iterable[str] = ()) -> BatchResult:
-        """Hand this batch to the workers; returns the result of the batch ``IN_FLIGHT`` before it
-        (empty for the first ones)."""
+        """Hand this batch to the workers and evaluate this process's share of it; returns the result of
+        the batch ``IN_FLIGHT`` before it (empty for the first ones)."""
         events = events if isinstance(events, list) else list(events)
-        parts = _split(events, len(self._conns))
+        ours, *parts = _split(events, len(self._conns) + 1, self._owned)
         for outbox, part in zip(self._outboxes, parts, strict=True):
             if part is not None:
                 outbox.put(part)
-        self._pending.append((events, [part is not None for part in parts], list(rejected)))
+        local = self._local.process(_unpack(ours)) if ours is not None else BatchResult()
+        self._local.commit(local)
+        self._pending.append((events, [part is not None for part in parts], list(rejected), local))
         return self._collect() if len(self._pending) > IN_FLIGHT else BatchResult()
 
     def drain(self) -> BatchResult:
@@ -225,7 +255,8 @@ class ParallelEngine:
             result.tally.merge(last.tally)
         for outbox in self._outboxes:
             outbox.put(None)
-        self.accounts = sum(self._receive(k, "done")[0] for k in range(len(self._conns)))
+        workers = sum(self._receive(k, "done")[0] for k in range(len(self._conns)))
+        self.accounts = self._local.accounts + workers
         self.close()
         return result
 
@@ -262,9 +293,10 @@ class ParallelEngine:
     def _collect(self) -> BatchResult:
         """The oldest batch's result (each worker answers its batches in the order they came)."""
         result = BatchResult()
-        events, busy, rejected = self._pending.pop(0)
+        events, busy, rejected, local = self._pending.pop(0)
         count_rejected(result.tally, rejected)
-        parts: list[list[Alert]] = []
+        result.tally.merge(local.tally)
+        parts: list[list[Alert]] = [local.alerts] if local.alerts else []
         for k, sent in enumerate(busy):
             if sent:
                 alerts, tally = self._receive(k, "ok")

@@ -101,18 +101,19 @@ def test_a_worker_that_fails_fails_the_replay_with_its_reason(
     tmp_path: Path, real_db: str, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     """Fault injection, in this process: the workers are forked from it, so they run the patched engine."""
+    victim = _user_of(1, 2)  # (an account of the worker: the main process's are not its to fail)
     src = tmp_path / "events.jsonl"
     src.write_bytes(
         b"\n".join(
-            orjson.dumps({"user": f"u{i}", "ip": "81.2.69.142", "timestamp": 1709287200 + i})
-            for i in range(50)
+            orjson.dumps({"user": u, "ip": "81.2.69.142", "timestamp": 1709287200 + i})
+            for i, u in enumerate([f"u{i}" for i in range(50)] + [victim])
         )
     )
     events_of = parallel._events  # what a worker makes of each batch it is given
 
     def failing(part: parallel.Part) -> list[SignIn]:
         events = events_of(part)
-        if any(e.user == "u7" for e in events):
+        if any(e.user == victim for e in events):
             if how == "raises":
                 raise RuntimeError("no room for u7")
             os.kill(os.getpid(), signal.SIGKILL)
@@ -220,12 +221,12 @@ def test_batches_in_flight_come_back_once_each_and_in_order() -> None:
     two workers: every batch's answer comes back once, with that batch's own count of rejects, in the
     order given, whichever side fills its pipe first (a parent that handed out a batch while a worker was
     blocked handing back a big answer would wait for ever)."""
+    users = [_user_of(share, 3) for share in (1, 2, 0)]  # a worker's, the other's, the main process's
     batches = [
-        [SignIn(f"user-{b}", "81.2.69.142", 1.7e9 + i, f"b{b}-{i}", True) for i in range(40_000)]
+        [SignIn(users[b % 3], "81.2.69.142", 1.7e9 + i, f"b{b}-{i}", True) for i in range(40_000)]
         for b in range(3 * parallel.IN_FLIGHT + 1)
     ]
-    assert len({parallel._split(batch, 2).index(None) for batch in batches}) == 2  # both workers
-    engine = parallel.ParallelEngine(2, lambda: cast(Engine, _Echo(4 << 20)))
+    engine = parallel.ParallelEngine(3, lambda: cast(Engine, _Echo(4 << 20)))
     try:
         answers = [engine.process(batch, ["bad line"] * b) for b, batch in enumerate(batches)]
         last = engine.drain()
@@ -240,3 +241,29 @@ def test_batches_in_flight_come_back_once_each_and_in_order() -> None:
     assert [(first, n) for first, n, _ in last.alerts] == [(batches[b][0].event_id, 40_000) for b in rest]
     assert last.tally.by_result["rejected"] == sum(rest)
     assert engine.accounts == len(batches)
+
+
+def _user_of(share: int, processes: int) -> str:
+    """An account that ``processes`` processes give to ``share`` (0: the main process's; the workers are
+    forks of this process, so they hash alike)."""
+    owned = parallel.owners(processes)
+    return next(u for u in (f"user-{k}" for k in range(1000)) if owned[hash(u) % len(owned)] == share)
+
+
+def test_the_main_process_takes_fewer_accounts_than_a_worker() -> None:
+    """Its share is LOCAL_WEIGHT buckets to each worker's WORKER_WEIGHT (it also reads and decodes),
+    whatever the number of processes; and the C split and its twin give each account to that share."""
+    for processes in (2, 3, 8):
+        owned = parallel.owners(processes)
+        assert owned.count(0) == parallel.LOCAL_WEIGHT < parallel.WORKER_WEIGHT
+        assert all(owned.count(k) == parallel.WORKER_WEIGHT for k in range(1, processes))
+    events = [SignIn(f"u{k}", "81.2.69.142", 1.7e9 + k, f"e{k}", True) for k in range(4000)]
+    owned = parallel.owners(3)
+    shares = parallel._shares(events, 3, owned)
+    assert [len(share) for share in shares] == pytest.approx(
+        [4000 * 3 / 13, 4000 * 5 / 13, 4000 * 5 / 13], rel=0.15
+    )
+    for k, share in enumerate(shares):
+        assert all(owned[hash(events[i].user) % len(owned)] == k for i in share)
+        part = parallel._split(events, 3, owned)[k]
+        assert part is not None and parallel._unpack(part) == [events[i] for i in share]
