@@ -66,8 +66,8 @@ format: setup ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix detector tests bench
 	$(VENV)/bin/ruff format detector tests bench
 
-bench: setup geoip kafka-up ## every benchmark at full size (about 15 minutes, on idle cores): bench/results.json
-	$(PY) -m bench.run $(BENCH_ARGS)
+bench: setup geoip ## every benchmark at full size (about 6 minutes, on idle cores): bench/results.json
+	$(PY) -m bench.run --start-kafka $(BENCH_ARGS)
 
 bench-quick: setup geoip kafka-up ## a smoke run of the benchmarks, all sizes cut: .cache/bench/results-quick.json
 	$(PY) -m bench.run --quick $(BENCH_ARGS)
