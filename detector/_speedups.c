@@ -2057,9 +2057,9 @@ static double g_A1m1f(double eps)
     return (t + eps) / (1 - eps);
 }
 
-static void g_C1f(double eps, double *c)
+/* _C1f and _C2f: the same series over their own coefficients. */
+static void g_series(const double *coeff, double eps, double *c)
 {
-    static const double coeff[] = {-1, 6, -16, 32, -9, 64, -128, 2048, 9, -16, 768, 3, -5, 512, -7, 1280, -7, 2048};
     double eps2 = g_sq(eps), d = eps;
     int o = 0;
     for (int l = 1; l <= GEO_ORDER; l++) {
@@ -2068,6 +2068,12 @@ static void g_C1f(double eps, double *c)
         o += m + 2;
         d *= eps;
     }
+}
+
+static void g_C1f(double eps, double *c)
+{
+    static const double coeff[] = {-1, 6, -16, 32, -9, 64, -128, 2048, 9, -16, 768, 3, -5, 512, -7, 1280, -7, 2048};
+    g_series(coeff, eps, c);
 }
 
 static double g_A2m1f(double eps)
@@ -2081,14 +2087,7 @@ static double g_A2m1f(double eps)
 static void g_C2f(double eps, double *c)
 {
     static const double coeff[] = {1, 2, 16, 32, 35, 64, 384, 2048, 15, 80, 768, 7, 35, 512, 63, 1280, 77, 2048};
-    double eps2 = g_sq(eps), d = eps;
-    int o = 0;
-    for (int l = 1; l <= GEO_ORDER; l++) {
-        int m = (GEO_ORDER - l) / 2;
-        c[l] = d * g_polyval(m, coeff, o, eps2) / coeff[o + m + 1];
-        o += m + 2;
-        d *= eps;
-    }
+    g_series(coeff, eps, c);
 }
 
 static double g_A3f(double eps) { return g_polyval(GEO_ORDER - 1, geod.A3x, 0, eps); }

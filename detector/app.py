@@ -238,13 +238,12 @@ def detect_files(
         on_batch(result)
 
     chunk: list[Line | LineRun] = []
-    for chunk, size in _batches(reader.runs(), settings.batch_size):
+    for chunk, size in _batches(reader.runs(), settings.batch_size):  # (the last is short, maybe empty)
         lines += size
         if size < settings.batch_size:
             break
         detect(chunk)
         on_progress(lines)
-        chunk = []
     detect(chunk, final=True)
     last = engine.drain()
     engine.commit(last)
