@@ -69,8 +69,8 @@ format: setup ## apply ruff's formatting and safe fixes
 bench: setup geoip ## every benchmark at full size (about 6 minutes, on idle cores): bench/results.json
 	$(PY) -m bench.run --start-kafka $(BENCH_ARGS)
 
-bench-quick: setup geoip kafka-up ## a smoke run of the benchmarks, all sizes cut: .cache/bench/results-quick.json
-	$(PY) -m bench.run --quick $(BENCH_ARGS)
+bench-quick: setup geoip ## a smoke run of the benchmarks, all sizes cut: .cache/bench/results-quick.json
+	$(PY) -m bench.run --quick --start-kafka $(BENCH_ARGS)
 
 kafka-up: setup ## start the local Kafka broker on 127.0.0.1:$(KAFKA_PORT) (no-op when one answers)
 	$(PY) -m detector.localkafka up --port $(KAFKA_PORT)

@@ -1886,7 +1886,6 @@ static int geod_failed;      /* a call to math.hypot failed: an exception is set
 
 #define GEO_PI 3.141592653589793
 #define DEG_TO_RAD (GEO_PI / 180.0)
-#define RAD_TO_DEG (180.0 / GEO_PI)
 
 static double py_hypot(double x, double y)
 {
@@ -1907,7 +1906,7 @@ static double py_hypot(double x, double y)
 static double g_sq(double x) { return x * x; }
 static double g_max(double a, double b) { return b > a ? b : a; } /* max(a, b): the first unless b is greater */
 static double g_min(double a, double b) { return b < a ? b : a; }
-static double g_pymod4(long q) { return (double)(((q % 4) + 4) % 4); }
+static int g_pymod4(long q) { return (int)(((q % 4) + 4) % 4); } /* Python's q % 4 */
 
 static void g_norm(double *x, double *y)
 {
@@ -1961,7 +1960,7 @@ static void g_angdiff(double x, double y, double *d_out, double *t_out)
 static void g_quadrant(long q, double *s, double *c)
 {
     double sv = *s, cv = *c;
-    int k = (int)g_pymod4(q);
+    int k = g_pymod4(q);
     if (k == 1) {
         *s = cv;
         *c = -sv;
@@ -2370,31 +2369,39 @@ static double g_inverse_distance(double lat1, double lon1, double lat2, double l
 
 /* geodesic_setup(a, f, f1, ep2, n, b, etol2, A3x, C3x): the ellipsoid of a geographiclib Geodesic (its
    own attributes, so that nothing is computed twice in two ways). */
+/* The n numbers of a sequence (the geographiclib object's coefficients) into out: 0, or -1 with an
+   exception. */
+static int doubles_of(PyObject *seq, double *out, Py_ssize_t n)
+{
+    if (!PySequence_Check(seq) || PySequence_Size(seq) != n) {
+        PyErr_SetString(PyExc_ValueError, "geodesic_setup: an oblate ellipsoid of order 6");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PySequence_GetItem(seq, i);
+        if (v == NULL)
+            return -1;
+        out[i] = PyFloat_AsDouble(v);
+        Py_DECREF(v);
+        if (out[i] == -1.0 && PyErr_Occurred())
+            return -1;
+    }
+    return 0;
+}
+
 static PyObject *geodesic_setup(PyObject *self, PyObject *args)
 {
     PyObject *A3x, *C3x;
     double a, f, f1, ep2, n, b, etol2;
     if (!PyArg_ParseTuple(args, "dddddddOO", &a, &f, &f1, &ep2, &n, &b, &etol2, &A3x, &C3x))
         return NULL;
-    if (!(f > 0) || !PySequence_Check(A3x) || !PySequence_Check(C3x) || PySequence_Size(A3x) != GEO_ORDER ||
-        PySequence_Size(C3x) != (GEO_ORDER * (GEO_ORDER - 1)) / 2) {
+    if (!(f > 0)) {
         PyErr_SetString(PyExc_ValueError, "geodesic_setup: an oblate ellipsoid of order 6");
         return NULL;
     }
     double A3[GEO_ORDER], C3[(GEO_ORDER * (GEO_ORDER - 1)) / 2];
-    for (Py_ssize_t i = 0; i < GEO_ORDER + (GEO_ORDER * (GEO_ORDER - 1)) / 2; i++) {
-        PyObject *v = i < GEO_ORDER ? PySequence_GetItem(A3x, i) : PySequence_GetItem(C3x, i - GEO_ORDER);
-        if (v == NULL)
-            return NULL;
-        double d = PyFloat_AsDouble(v);
-        Py_DECREF(v);
-        if (d == -1.0 && PyErr_Occurred())
-            return NULL;
-        if (i < GEO_ORDER)
-            A3[i] = d;
-        else
-            C3[i - GEO_ORDER] = d;
-    }
+    if (doubles_of(A3x, A3, GEO_ORDER) < 0 || doubles_of(C3x, C3, (GEO_ORDER * (GEO_ORDER - 1)) / 2) < 0)
+        return NULL;
     if (math_hypot == NULL) {
         PyObject *math = PyImport_ImportModule("math");
         if (math == NULL)

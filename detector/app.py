@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from detector import __version__, logs
 from detector.config import ConfigError, describe, find_geoip_db
@@ -193,26 +193,15 @@ def _batches(items: Iterator[Line | LineRun], size: int) -> Iterator[tuple[list[
     chunk: list[Line | LineRun] = []
     count = 0
     for item in items:
-        if isinstance(item, Line):
-            chunk.append(item)
-            count += 1
-        else:
-            raws, start = item.raws, 0
-            while start < len(raws):
-                take = min(size - count, len(raws) - start)
-                whole = start == 0 and take == len(raws)
-                chunk.append(
-                    item if whole else LineRun(item.origin, item.first + start, raws[start : start + take])
-                )
-                start += take
-                count += take
-                if count == size:
-                    yield chunk, count
-                    chunk, count = [], 0
-            continue
-        if count == size:
-            yield chunk, count
-            chunk, count = [], 0
+        start, n = 0, 1 if isinstance(item, Line) else len(item.raws)
+        while start < n:
+            take = min(size - count, n - start)
+            chunk.append(item if take == n else cast(LineRun, item).cut(start, start + take))
+            start += take
+            count += take
+            if count == size:
+                yield chunk, count
+                chunk, count = [], 0
     yield chunk, count
 
 

@@ -57,6 +57,10 @@ class LineRun:
     def lines(self) -> list[Line]:
         return [Line(self.origin, self.first + k, raw) for k, raw in enumerate(self.raws)]
 
+    def cut(self, start: int, stop: int) -> LineRun:
+        """The run of its lines ``start`` to ``stop`` (positions in ``raws``)."""
+        return LineRun(self.origin, self.first + start, self.raws[start:stop])
+
 
 class LineReader:
     """Reads several inputs one after another; ``bytes_read()``/``bytes_total`` drive a progress bar."""
@@ -168,22 +172,19 @@ class LineReader:
                 break
             pieces = block.split(b"\n")
             tail = pieces.pop()  # (after the block's last newline: a line not ended yet)
-            if runs and len(pieces) > 1 and max(map(len, pieces)) < limit:
-                # (the first piece may end a line begun in the block before, or be the first line,
-                # after a BOM: as a Line, as ever)
+            # With runs, the block's lines after its first as one run, when none is over-long (the first
+            # may end a line begun in the block before, or be the first line, after a BOM: a Line, as ever)
+            run = runs and len(pieces) > 1 and max(map(len, pieces)) < limit
+            for piece in pieces[:1] if run else pieces:
                 number += 1
-                yield self._line(origin, number, pending, skipped, pieces[0], 1)
+                yield self._line(origin, number, pending, skipped, piece, 1)
                 pending, skipped = b"", -1
+            if run:
                 rest = pieces[1:]
                 if b"\r" in block:
                     rest = [piece.rstrip(b"\r\n") for piece in rest]
                 yield LineRun(origin, number + 1, rest)
                 number += len(rest)
-                pieces = []
-            for piece in pieces:
-                number += 1
-                yield self._line(origin, number, pending, skipped, piece, 1)
-                pending, skipped = b"", -1
             if skipped >= 0:
                 skipped += len(tail)
             elif tail:
