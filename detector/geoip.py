@@ -28,14 +28,13 @@ import ipaddress
 import mmap
 import os
 import socket
+import struct
 from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from itertools import islice
 from typing import TYPE_CHECKING, Any
-
-import maxminddb
 
 from detector.errors import GeoDatabaseError
 from detector.geoindex import ABSENT, NO_POINT, Fields, RecordIndex, fingerprint, index_path
@@ -136,6 +135,122 @@ def _dotted_quad(ip: str) -> bytes | None:
         return socket.inet_pton(socket.AF_INET, ip)
     except (OSError, TypeError, ValueError):
         return None
+
+
+# -- the database's metadata, read without maxminddb ------------------------------------------------
+#
+# Importing maxminddb is about 40 ms (its ``importlib.metadata`` alone half of it), a twentieth of a
+# 200,000-line replay. With the record index (``geoindex``), a replay of IPv4 addresses reads no record
+# through it: only the metadata, which is read here. maxminddb is opened when a record must be read.
+
+_METADATA_MARKER = b"\xab\xcd\xefMaxMind.com"
+_METADATA_MAX_SIZE = 128 * 1024  # (the format's bound: the marker is within the file's last 128 KiB)
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """What the detector uses of a MaxMind DB file's metadata."""
+
+    node_count: int
+    record_size: int
+    ip_version: int
+    database_type: str
+    build_epoch: int
+
+
+def read_metadata(path: str) -> Metadata:
+    """The metadata of the MaxMind DB file at ``path``, as maxminddb reads it (a test holds them equal).
+    ValueError for any file it does not take, valid or not: the caller then asks maxminddb, whose errors
+    say what is wrong. OSError when the file cannot be read."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - _METADATA_MAX_SIZE))
+        tail = fh.read()
+    at = tail.rfind(_METADATA_MARKER)
+    if at < 0:
+        raise ValueError("no MaxMind DB metadata")
+    try:
+        meta, _ = _decode_value(tail, at + len(_METADATA_MARKER), depth=0)
+    except (IndexError, struct.error) as exc:
+        raise ValueError("truncated metadata") from exc
+    if not isinstance(meta, dict):
+        raise ValueError("metadata is not a map")
+    node_count, record_size, ip_version, database_type, build_epoch = (
+        meta.get(k) for k in ("node_count", "record_size", "ip_version", "database_type", "build_epoch")
+    )
+    if not (
+        type(node_count) is int
+        and type(record_size) is int
+        and type(ip_version) is int
+        and type(build_epoch) is int
+        and isinstance(database_type, str)
+    ):
+        raise ValueError("metadata without its fields")
+    tree_size = node_count * record_size // 4  # (two records a node)
+    if ip_version not in (4, 6) or tree_size + 16 > size - (len(tail) - at):
+        raise ValueError("metadata that does not fit the file")
+    return Metadata(node_count, record_size, ip_version, database_type, build_epoch)
+
+
+def _open_reader(path: str) -> Any:
+    import maxminddb
+
+    return maxminddb.open_database(path, maxminddb.MODE_AUTO)
+
+
+def _InvalidDatabaseError() -> type[Exception]:  # noqa: N802 (maxminddb's class, imported when met)
+    import maxminddb
+
+    return maxminddb.InvalidDatabaseError
+
+
+def _decode_value(data: bytes, at: int, depth: int) -> tuple[object, int]:
+    """One value of the MaxMind DB data format at ``data[at]``: (value, where the next one starts).
+    Pointers are not taken (metadata has none in the databases met: ValueError, and maxminddb reads it)."""
+    if depth > 8:
+        raise ValueError("metadata nested too deep")
+    control = data[at]
+    at += 1
+    kind, size = control >> 5, control & 0x1F
+    if kind == 0:  # extended: the type is in the next byte
+        kind = 7 + data[at]
+        at += 1
+    if kind == 1:
+        raise ValueError("a pointer in the metadata")
+    if kind == 14:  # a boolean: the size is its value
+        return bool(size), at
+    if size >= 29:  # the size goes on in the next 1, 2 or 3 bytes
+        extra = size - 28
+        size = (29, 285, 65_821)[extra - 1] + int.from_bytes(data[at : at + extra], "big")
+        at += extra
+    end = at + size
+    if end > len(data):
+        raise ValueError("truncated metadata")
+    if kind == 7 or kind == 11:  # a map, an array: ``size`` entries
+        items: list[object] = []
+        for _ in range(size * (2 if kind == 7 else 1)):
+            item, at = _decode_value(data, at, depth + 1)
+            items.append(item)
+        if kind == 11:
+            return items, at
+        keys = items[0::2]
+        if not all(isinstance(key, str) for key in keys):
+            raise ValueError("a map key that is not a string")
+        return dict(zip(keys, items[1::2], strict=True)), at
+    raw = data[at:end]
+    if kind == 2:
+        return raw.decode("utf-8"), end
+    if kind in (5, 6, 9, 10):  # unsigned integers of 16, 32, 64 and 128 bits
+        return int.from_bytes(raw, "big"), end
+    if kind == 8:  # int32
+        return int.from_bytes(raw, "big", signed=size == 4), end
+    if kind == 3 and size == 8:
+        return struct.unpack(">d", raw)[0], end
+    if kind == 15 and size == 4:
+        return struct.unpack(">f", raw)[0], end
+    if kind == 4:
+        return raw, end
+    raise ValueError(f"metadata value of type {kind}")
 
 
 class SearchTree:
@@ -326,9 +441,12 @@ class GeoIP:
         self.coarse_radius_km = coarse_radius_km
         self.asn = asn
         self.stats = GeoStats()
-        self._reader, self.database, self._stat = self._open(self.path)
-        self._tree = self._search_tree(self.path, self._reader)
+        self._reader: Any = None  # (opened when a record must be read: ``_db``)
+        self._meta, self.database, self._stat = self._open(self.path)
+        self._tree = self._search_tree(self.path, self._meta)
         self.index = self._record_index()
+        if self.index is None:
+            self._db()  # every new record is read from it: opened once, before any worker is forked
         self._by_address: dict[str, Location | None] = {}
         self._by_record: dict[int, Location | None] = {}
         self._by_place: dict[int, Location | None] = {}
@@ -346,49 +464,62 @@ class GeoIP:
             return False
         if (st.st_ino, st.st_size, st.st_mtime_ns) == self._stat:
             return False
-        reader, database, stat = self._open(self.path)
-        old, self._reader = self._reader, reader
-        self.database, self._stat = database, stat
-        self._tree = self._search_tree(self.path, reader)
+        meta, database, stat = self._open(self.path)
+        old, self._reader = self._reader, None
+        self._meta, self.database, self._stat = meta, database, stat
+        self._tree = self._search_tree(self.path, meta)
         self.index = self._record_index()
+        if self.index is None:
+            self._db()
         self._by_address.clear()
         self._by_record.clear()
         self._by_place.clear()
         self._prefetched.clear()
         self._by_network.clear()
         self._prefix_lengths.clear()
-        old.close()
+        if old is not None:
+            old.close()
         return True
 
     # -- opening ---------------------------------------------------------------------------------
 
     @staticmethod
-    def _open(path: str) -> tuple[Any, DatabaseInfo, tuple[int, int, int]]:
+    def _open(path: str) -> tuple[Metadata, DatabaseInfo, tuple[int, int, int]]:
+        """The file's metadata, read here (``read_metadata``) or, for a file that reader does not take,
+        by maxminddb, whose error says why a file is not a MaxMind DB."""
         if not os.path.exists(path):
             raise GeoDatabaseError(f"GeoIP database not found: {path} (run `make geoip`, or pass --geoip-db)")
         if os.path.isdir(path):
             raise GeoDatabaseError(f"GeoIP database is a directory, not a file: {path}")
         try:
             st = os.stat(path)
-            reader = maxminddb.open_database(path, maxminddb.MODE_AUTO)
+            try:
+                meta = read_metadata(path)
+            except ValueError:
+                with _open_reader(path) as reader:
+                    m = reader.metadata()
+                meta = Metadata(m.node_count, m.record_size, m.ip_version, str(m.database_type), m.build_epoch)
         except PermissionError as exc:
             raise GeoDatabaseError(f"GeoIP database is not readable: {path}: {exc.strerror}") from exc
-        except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:
+        except (_InvalidDatabaseError(), ValueError, OSError) as exc:
             raise GeoDatabaseError(f"not a MaxMind DB file: {path}: {exc}") from exc
-        meta = reader.metadata()
-        db_type = str(meta.database_type)
+        db_type = meta.database_type
         if "city" not in db_type.lower() and "enterprise" not in db_type.lower():
-            reader.close()
             raise GeoDatabaseError(
                 f"not a City database: {path} is of type {db_type!r}; "
                 "use GeoIP2-City, GeoLite2-City or DB-IP City Lite"
             )
         info = new_database_info(db_type, int(meta.build_epoch), path)
-        return reader, info, (st.st_ino, st.st_size, st.st_mtime_ns)
+        return meta, info, (st.st_ino, st.st_size, st.st_mtime_ns)
+
+    def _db(self) -> Any:
+        """maxminddb's reader of the file, opened (and the module imported) when first needed."""
+        if self._reader is None:
+            self._reader = _open_reader(self.path)
+        return self._reader
 
     @staticmethod
-    def _search_tree(path: str, reader: Any) -> SearchTree | None:
-        meta = reader.metadata()
+    def _search_tree(path: str, meta: Metadata) -> SearchTree | None:
         try:
             return SearchTree(path, meta.node_count, meta.record_size, meta.ip_version)
         except (ValueError, OSError):
@@ -403,15 +534,15 @@ class GeoIP:
         return RecordIndex.load(path, self._fingerprint())
 
     def _fingerprint(self) -> dict[str, object]:
-        meta = self._reader.metadata()
-        return fingerprint(self.path, int(meta.build_epoch), meta.node_count, meta.record_size)
+        meta = self._meta
+        return fingerprint(self.path, meta.build_epoch, meta.node_count, meta.record_size)
 
     def build_index(self, progress: Callable[[int, int], None] | None = None) -> RecordIndex:
         """Read every record an IPv4 address can reach, once, into a ``RecordIndex`` (not saved)."""
         if self._tree is None:
             raise GeoDatabaseError(f"cannot index {self.path}: its search tree is not one numpy can walk")
         offsets, addresses = self._tree.ipv4_records()
-        get, fields = self._reader.get, []
+        get, fields = self._db().get, []
         for k, address in enumerate(addresses.tolist()):
             record = get(socket.inet_ntoa(address.to_bytes(4, "big")))
             fields.append(record_fields(record) if isinstance(record, dict) else None)
@@ -421,13 +552,12 @@ class GeoIP:
 
     @property
     def uses_c_extension(self) -> bool:
-        return (
-            type(self._reader).__module__.startswith("maxminddb.extension")
-            or type(self._reader).__module__ == "_maxminddb"
-        )
+        module = type(self._db()).__module__
+        return module.startswith("maxminddb.extension") or module == "_maxminddb"
 
     def close(self) -> None:
-        self._reader.close()
+        if self._reader is not None:
+            self._reader.close()
         if self.asn is not None:
             self.asn.close()
 
@@ -550,8 +680,8 @@ class GeoIP:
         the read failed."""
         self.stats.database_reads += 1
         try:
-            record, plen = self._reader.get_with_prefix_len(ip)
-        except (maxminddb.InvalidDatabaseError, ValueError, OSError):
+            record, plen = self._db().get_with_prefix_len(ip)
+        except (_InvalidDatabaseError(), ValueError, OSError):
             # The file was overwritten in place under the reader (replace it by renaming instead): no
             # location for now; the reload check takes the new file as soon as it is complete.
             self.stats.errors += 1

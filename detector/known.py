@@ -24,8 +24,6 @@ import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import maxminddb
-
 from detector.codec import parse_timestamp
 from detector.errors import ConfigError, GeoDatabaseError, InvalidEvent
 from detector.rules import TravelException
@@ -71,6 +69,8 @@ class AsnDatabase:
     ):
         if not os.path.isfile(path):
             raise GeoDatabaseError(f"ASN database not found: {path}")
+        import maxminddb  # (here: 40 ms to import, and most runs have no ASN database)
+
         try:
             self._reader = maxminddb.open_database(path, maxminddb.MODE_AUTO)
         except (maxminddb.InvalidDatabaseError, ValueError, OSError) as exc:

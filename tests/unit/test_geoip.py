@@ -19,9 +19,18 @@ from hypothesis import strategies as st
 from detector import geoindex
 from detector.errors import GeoDatabaseError
 from detector.geoindex import index_path
-from detector.geoip import DEFAULT_ACCURACY_RADIUS_KM, LEFT, SPECIAL, UNKNOWN, GeoIP
+from detector.geoip import (
+    DEFAULT_ACCURACY_RADIUS_KM,
+    LEFT,
+    SPECIAL,
+    UNKNOWN,
+    GeoIP,
+    Metadata,
+    _decode_value,
+    read_metadata,
+)
 from detector.model import SPEEDUPS, DatabaseInfo, Location, new_location
-from detector.testing import PLACES, build_city_db, ip_in
+from detector.testing import PLACES, build_asn_db, build_city_db, ip_in
 from tests.conftest import IN_CI
 
 
@@ -160,6 +169,81 @@ def test_refuses_missing_unreadable_garbage_and_non_city_databases(tmp_path: Pat
             GeoIP(locked)
 
 
+def _metadata_by_maxminddb(path: str) -> Metadata:
+    import maxminddb
+
+    with maxminddb.open_database(path) as reader:
+        m = reader.metadata()
+    return Metadata(m.node_count, m.record_size, m.ip_version, m.database_type, m.build_epoch)
+
+
+def test_the_metadata_is_read_as_maxminddb_reads_it(tmp_path: Path, real_db: str) -> None:
+    paths = [
+        real_db,
+        build_city_db(str(tmp_path / "flat.mmdb"), PLACES, database_type="city ipv4", layout="flat"),
+        build_asn_db(str(tmp_path / "asn.mmdb"), {"81.2.69.0/24": (64500, "Example")}),
+    ]
+    for path in paths:
+        assert read_metadata(path) == _metadata_by_maxminddb(path)
+    # (each record size, in both layouts: _city_db_with_record_size)
+
+
+_MMDB_VALUES = st.recursive(
+    st.text()
+    | st.binary()
+    | st.booleans()
+    | st.integers(0, 2**16 - 1).map(lambda v: ("u16", v))
+    | st.integers(0, 2**32 - 1).map(lambda v: ("u32", v))
+    | st.integers(0, 2**64 - 1).map(lambda v: ("u64", v))
+    | st.integers(0, 2**128 - 1).map(lambda v: ("u128", v))
+    | st.integers(-(2**31), 2**31 - 1).map(lambda v: ("i32", v))
+    | st.floats(allow_nan=False).map(lambda v: ("f64", v))
+    | st.floats(width=32, allow_nan=False).map(lambda v: ("f32", v)),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+def _for_the_writer(value: object) -> object:
+    import mmdb_writer as w
+
+    kinds = {"u16": w.MmdbU16, "u32": w.MmdbU32, "u64": w.MmdbU64, "u128": w.MmdbU128, "i32": w.MmdbI32}
+    kinds |= {"f64": w.MmdbF64, "f32": w.MmdbF32}
+    if isinstance(value, tuple):
+        return kinds[value[0]](value[1])
+    if isinstance(value, list):
+        return [_for_the_writer(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _for_the_writer(v) for k, v in value.items()}
+    return value
+
+
+@given(_MMDB_VALUES, st.text(max_size=300))
+def test_the_metadata_decoder_reads_what_maxminddb_reads(value: object, long_text: str) -> None:
+    """Every type of the data format but pointers, and each size encoding (texts past 29 and 285 bytes)."""
+    from maxminddb.decoder import Decoder
+    from mmdb_writer import Encoder
+
+    for v in (value, long_text, {"k": "\u00e9" * 33_000 + long_text}):  # (and past 65,821 bytes)
+        data = Encoder(cache=False).encode(_for_the_writer(v))
+        assert _decode_value(data, 0, depth=0) == Decoder(data).decode(0)
+    # int32s shorter than 4 bytes, which the writer does not make (extended type 1: 8, int32)
+    for data in (b"\x02\x01\xff\xff", b"\x03\x01\x80\x00\x01", b"\x04\x01\xff\xff\xff\xfe"):
+        assert _decode_value(data, 0, depth=0) == Decoder(data).decode(0)
+
+
+def test_a_file_the_metadata_reader_refuses_is_opened_by_maxminddb(
+    city_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refused(path: str) -> Metadata:
+        raise ValueError("not taken here")
+
+    monkeypatch.setattr("detector.geoip.read_metadata", refused)
+    geo = GeoIP(city_db)
+    assert geo._meta == _metadata_by_maxminddb(city_db)
+    assert geo.locate("81.2.69.10").city == "London"  # type: ignore[union-attr]
+
+
 def test_uses_the_c_extension_when_installed(city_db: str) -> None:
     try:
         import maxminddb.extension  # noqa: F401
@@ -234,7 +318,8 @@ def _city_db_with_record_size(
     with monkeypatch.context() as m:
         m.setattr(TreeWriter, "_adjust_record_size", forced)
         path = build_city_db(str(tmp_path / f"city-{record_size}-{layout}.mmdb"), layout=layout)
-    assert GeoIP(path)._reader.metadata().record_size == record_size
+    assert _metadata_by_maxminddb(path).record_size == record_size
+    assert read_metadata(path) == _metadata_by_maxminddb(path)
     return path
 
 
@@ -271,7 +356,7 @@ def test_batch_lookup_on_the_real_database(real_db: str) -> None:
     together, geo = _together(real_db, ips)
     assert together == _one_at_a_time(real_db, ips)
     assert sum(loc is not None for loc in together) > 2000
-    assert geo._reader.metadata().record_size == 28
+    assert geo._meta.record_size == 28
 
 
 def test_batch_lookup_leaves_ipv6_and_few_addresses_to_the_single_path(city_db: str) -> None:
