@@ -1,7 +1,5 @@
 """``python -m detector``: the command line."""
 
-import sys
+from detector.cli import run
 
-from detector.cli import main
-
-sys.exit(main())
+run()

@@ -246,8 +246,11 @@ def replay(
     inputs: list[str],
     stderr: IO[str] = sys.stderr,
     clock: Clock = time.time,
+    left_to_exit: list[object] | None = None,
 ) -> ReplaySummary:
-    """Run the detection over files; alerts to ``settings.output``, rejects to ``settings.rejects``."""
+    """Run the detection over files; alerts to ``settings.output``, rejects to ``settings.rejects``.
+    With ``left_to_exit``, the engine and the database's caches are put there instead of being freed:
+    for a caller that ends the process right after (``cli.run``)."""
     started = time.monotonic()
     AccountIds.from_settings(settings)  # a bad pseudonymisation key is refused before any work
     reader = reader_for(settings, inputs)
@@ -298,6 +301,8 @@ def replay(
         out.close()
         rejects.close()
         geo.close()
+    if left_to_exit is not None:
+        left_to_exit += [engine, geo, ingest]
     t = engine.tally
     return ReplaySummary(
         lines=lines,

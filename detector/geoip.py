@@ -198,7 +198,8 @@ def _open_reader(path: str) -> Any:
     return maxminddb.open_database(path, maxminddb.MODE_AUTO)
 
 
-def _InvalidDatabaseError() -> type[Exception]:  # noqa: N802 (maxminddb's class, imported when met)
+def _invalid_database_error() -> type[Exception]:
+    """maxminddb's error, imported when an error is met."""
     import maxminddb
 
     return maxminddb.InvalidDatabaseError
@@ -498,10 +499,12 @@ class GeoIP:
             except ValueError:
                 with _open_reader(path) as reader:
                     m = reader.metadata()
-                meta = Metadata(m.node_count, m.record_size, m.ip_version, str(m.database_type), m.build_epoch)
+                meta = Metadata(
+                    m.node_count, m.record_size, m.ip_version, str(m.database_type), m.build_epoch
+                )
         except PermissionError as exc:
             raise GeoDatabaseError(f"GeoIP database is not readable: {path}: {exc.strerror}") from exc
-        except (_InvalidDatabaseError(), ValueError, OSError) as exc:
+        except (_invalid_database_error(), ValueError, OSError) as exc:
             raise GeoDatabaseError(f"not a MaxMind DB file: {path}: {exc}") from exc
         db_type = meta.database_type
         if "city" not in db_type.lower() and "enterprise" not in db_type.lower():
@@ -681,7 +684,7 @@ class GeoIP:
         self.stats.database_reads += 1
         try:
             record, plen = self._db().get_with_prefix_len(ip)
-        except (_InvalidDatabaseError(), ValueError, OSError):
+        except (_invalid_database_error(), ValueError, OSError):
             # The file was overwritten in place under the reader (replace it by renaming instead): no
             # location for now; the reload check takes the new file as soon as it is complete.
             self.stats.errors += 1

@@ -109,6 +109,31 @@ def test_stdin_gzip_and_several_inputs(tmp_path: Path, city_db: str) -> None:
     assert res.returncode == 0 and len(res.stdout.splitlines()) == 1
 
 
+def test_the_program_leaves_a_replays_memory_to_the_exit(
+    tmp_path: Path, city_db: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`run` (python -m detector, the script) ends a replay with os._exit, its output written and its
+    streams flushed (the subprocess tests here read what it wrote); other commands exit as usual."""
+    from detector import cli
+    from detector.engine import Engine
+
+    exits: list[int] = []
+    monkeypatch.setattr(os, "_exit", exits.append)  # (returns: run's sys.exit follows)
+    monkeypatch.setattr(cli, "_left_to_exit", None)
+    src, out = write(tmp_path / "in.jsonl", GOOD), tmp_path / "alerts.jsonl"
+    monkeypatch.setattr(sys, "argv", ["impossible-travel", "replay", str(src), "--geoip-db", city_db,
+                                      "--output", str(out), "--workers", "1"])  # fmt: skip
+    with pytest.raises(SystemExit):
+        cli.run()
+    assert exits == [0]
+    assert any(isinstance(kept, Engine) for kept in cli._left_to_exit or [])
+    assert len(alerts_of(out)) == 2 and "2 alerts" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "argv", ["impossible-travel", "replay", "--max-speed-kmh", "fast"])
+    with pytest.raises(SystemExit) as exited:
+        cli.run()
+    assert exited.value.code == 2 and exits == [0]  # (no second os._exit)
+
+
 def test_settings_from_flags_environment_and_file(tmp_path: Path, city_db: str) -> None:
     src = write(
         tmp_path / "in.jsonl",
