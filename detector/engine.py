@@ -92,6 +92,28 @@ def count_rejected(tally: Tally, reasons: Iterable[str]) -> None:
         tally.rejected_by_reason[reason_code(reason)] += 1
 
 
+def in_batch_order(events: list[SignIn], parts: list[list[Alert]]) -> list[Alert]:
+    """Alerts of several engines (each with its own accounts) over one batch, in the order one engine
+    raises them: by the position of the sign-in that raised each (the later-placed of its pair within
+    this batch; the other may be older history). Compiled: its loop over the batch took 4% of the
+    replay's main process when interpreted (in ``parallel``)."""
+    alerting = {alert.user for alerts in parts for alert in alerts}
+    position: dict[tuple[str, str | None], int] = {}
+    for i, e in enumerate(events):
+        if e.user in alerting:  # (the few accounts that alerted: a batch holds thousands)
+            position.setdefault((e.user, e.event_id), i)  # a re-delivery in the batch raises nothing
+    keyed: list[tuple[int, int, Alert]] = []
+    for alerts in parts:
+        for j, alert in enumerate(alerts):
+            at = max(
+                position.get((alert.user, alert.previous.event_id), -1),
+                position.get((alert.user, alert.current.event_id), -1),
+            )
+            keyed.append((at, j, alert))
+    keyed.sort(key=lambda t: (t[0], t[1]))
+    return [alert for _, _, alert in keyed]
+
+
 @dataclass
 class BatchResult:
     """What a batch concluded, not yet applied: alerts, the new state of each account it touched, and

@@ -29,7 +29,7 @@ from multiprocessing.connection import Connection
 from operator import itemgetter
 from typing import Any, cast
 
-from detector.engine import BatchResult, Engine, Tally, count_rejected
+from detector.engine import BatchResult, Engine, Tally, count_rejected, in_batch_order
 from detector.errors import DetectorError
 from detector.model import SPEEDUPS, Alert, SignIn
 
@@ -306,25 +306,5 @@ class ParallelEngine:
         if len(parts) == 1:
             result.alerts = parts[0]
         elif parts:
-            result.alerts = _in_batch_order(events, parts)
+            result.alerts = in_batch_order(events, parts)
         return result
-
-
-def _in_batch_order(events: list[SignIn], parts: list[list[Alert]]) -> list[Alert]:
-    """Alerts of several workers in the order one engine raises them: by the position of the sign-in
-    that raised each (the later-placed of its pair within this batch; the other may be older history)."""
-    alerting = {alert.user for alerts in parts for alert in alerts}
-    position: dict[tuple[str, str], int] = {}
-    for i, e in enumerate(events):
-        if e.user in alerting:  # (the few accounts that alerted: a batch holds thousands)
-            position.setdefault((e.user, e.event_id), i)  # a re-delivery in the batch raises nothing
-    keyed = []
-    for alerts in parts:
-        for j, alert in enumerate(alerts):
-            at = max(
-                position.get((alert.user, alert.previous.event_id), -1),
-                position.get((alert.user, alert.current.event_id), -1),
-            )
-            keyed.append((at, j, alert))
-    keyed.sort(key=lambda t: (t[0], t[1]))
-    return [alert for _, _, alert in keyed]
