@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".index"
 _MAGIC = b"impossible-travel record index 1\n"
-FORMAT = 1
+FORMAT = 2  # (2: the fingerprint hashes 64 KiB at each end of the database, not 1 MiB)
+# What the fingerprint reads of each end of the database: the tree's first nodes, the metadata.
+_ENDS = 1 << 16
 # Not in any place name (checked when the file is written): joins the names into one array.
 _SEPARATOR = "\x1f"
 # Place of a record without coordinates; of an offset the index does not hold.
@@ -57,13 +59,14 @@ def index_path(db_path: str) -> str:
 
 
 def fingerprint(db_path: str, build_epoch: int, node_count: int, record_size: int) -> dict[str, object]:
-    """What identifies a database file for its index, cheaply (two MiB read, not the whole file)."""
+    """What identifies a database file for its index, cheaply: 128 KiB read at every start, not the
+    whole file (2 MiB took 10 ms of each replay's start)."""
     size = os.path.getsize(db_path)
     digest = hashlib.blake2b(digest_size=16)
     with open(db_path, "rb") as fh:
-        digest.update(fh.read(1 << 20))
-        fh.seek(max(0, size - (1 << 20)))
-        digest.update(fh.read(1 << 20))
+        digest.update(fh.read(_ENDS))
+        fh.seek(max(0, size - _ENDS))
+        digest.update(fh.read(_ENDS))
     return {
         "format": FORMAT,
         "size": size,

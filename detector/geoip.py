@@ -16,7 +16,8 @@ Caching, so that repeated addresses cost almost nothing:
    which gives each the offset of its record; only a record not seen before is read (about 23 us
    each), and addresses that share it share the answer. A replay meets tens of thousands of new
    addresses a second: this was most of its GeoIP cost, so where the database's record index has been
-   built (``geoindex``), each record is taken from it instead (its place, one Location a place).
+   built (``geoindex``), each record is taken from it instead (its place, one Location a place), and a
+   single new address is walked too (no read: a replay or a stream of IPv4 never opens maxminddb).
 
 The caches are bounded; when full, the oldest quarter goes. Addresses in special-purpose ranges (private,
 loopback, link-local, CGNAT, multicast, reserved, documentation, unspecified, ...) are never looked up.
@@ -573,9 +574,12 @@ class GeoIP:
             self.stats.address_cache_hits += 1
             return found  # type: ignore[return-value]
         self.stats.misses += 1
-        if ip in self._prefetched:
-            return self._remember(ip, self._prefetched.pop(ip))
-        return self._remember(ip, self._with_asn(ip, self._locate_uncached(ip)))
+        found = self._prefetched.pop(ip, _MISS)
+        if found is _MISS and self.index is not None:
+            found = self._walked([ip])[0]  # (a walk of the tree and the index: no read, no maxminddb)
+        if found is _MISS:
+            found = self._with_asn(ip, self._locate_uncached(ip))
+        return self._remember(ip, found)  # type: ignore[arg-type]
 
     def _remember(self, ip: str, found: Location | None) -> Location | None:
         """A new address's location, kept in the address cache (bounded)."""
@@ -586,7 +590,7 @@ class GeoIP:
 
     def locate_many(self, ips: list[str]) -> list[Location | None]:
         """``locate`` of each, in order: the addresses met before from the cache (one lookup each), the
-        new IPv4 ones located together (``prefetch``)."""
+        new ones located together (``_walked``)."""
         cached, miss = self._by_address, _MISS
         found: list[Any] = []
         new: list[int] = []  # where the addresses not met before are
@@ -597,17 +601,18 @@ class GeoIP:
             found.append(location)
         self.stats.address_cache_hits += len(ips) - len(new)
         if new:
-            self._prefetch_new(list({ips[k] for k in new}))
-            # ``locate`` of each, less the lookups it would repeat (two in big dicts a new address)
-            waiting, stats = self._prefetched, self.stats
+            unique = list({ips[k] for k in new})
+            ready = dict(zip(unique, self._walked(unique), strict=True))
+            # ``locate`` of each, less the lookup it would repeat (in a big dict, a new address)
+            stats = self.stats
             for k in new:
                 ip = ips[k]
-                ready: Any = waiting.pop(ip, miss)
-                if ready is miss:  # a new address met twice in the batch (the second time, a hit),
-                    found[k] = self.locate(ip)  # or one not taken by the prefetch
+                walked: Any = ready.pop(ip, miss)
+                if walked is miss:  # a new address met twice in the batch (the second time, a hit),
+                    found[k] = self.locate(ip)  # or one the walk left
                     continue
                 stats.misses += 1
-                found[k] = self._remember(ip, ready)
+                found[k] = self._remember(ip, walked)
         return found
 
     def _with_asn(self, ip: str, found: Location | None) -> Location | None:
@@ -621,24 +626,31 @@ class GeoIP:
         """Locate a batch's new addresses together (see ``SearchTree``), so that ``locate`` finds them
         ready. Same answers as one at a time; an address not taken here is located as ever."""
         cached = self._by_address
-        self._prefetch_new([ip for ip in set(ips) if ip not in cached])
+        new = [ip for ip in set(ips) if ip not in cached]
+        # (what the last batch did not ask for after all goes)
+        walked = zip(new, self._walked(new), strict=True)
+        self._prefetched = {ip: found for ip, found in walked if found is not _MISS}
 
-    def _prefetch_new(self, new: list[str]) -> None:
-        """``prefetch`` of addresses not in the cache, each once."""
-        tree, waiting = self._tree, self._prefetched
-        waiting.clear()  # what the last batch did not ask for after all
-        if tree is None or len(new) < PREFETCH_MIN:
-            return  # a few: one at a time costs no more
+    def _walked(self, new: list[str]) -> list[Any]:
+        """The location of each of ``new`` (addresses not in the cache, each once) by a walk of the
+        search tree, all together, and the record index; ``_MISS`` for one left to ``_locate_uncached``.
+        All of them without a tree, and for fewer than ``PREFETCH_MIN`` without the index (a read each
+        then costs no more)."""
+        tree = self._tree
+        if tree is None or (len(new) < PREFETCH_MIN and self.index is None):
+            return [_MISS] * len(new)
         offsets, places = tree.locate_text(new, self.index)
         self._add_places(places)
         by_record, by_place, stats = self._by_record, self._by_place, self.stats
+        out: list[Any] = []
         for ip, offset, place in zip(new, offsets, places, strict=True):
             if place >= 0:  # the place of the record, from the index
                 location = by_place[place]
                 stats.index_hits += 1
             elif offset < 0:
                 if offset == LEFT:
-                    continue  # (located one at a time)
+                    out.append(_MISS)  # (located one at a time)
+                    continue
                 location = None
                 stats.special += offset == SPECIAL
                 stats.unknown += offset == UNKNOWN
@@ -652,12 +664,14 @@ class GeoIP:
             else:
                 read = self._read(ip)
                 if read is None:
-                    continue  # (the read failed: counted; one at a time will try again)
+                    out.append(_MISS)  # (the read failed: counted; one at a time will try again)
+                    continue
                 location = by_record[offset] = read[0]
-            waiting[ip] = self._with_asn(ip, location) if self.asn is not None else location
+            out.append(self._with_asn(ip, location) if self.asn is not None else location)
         for cache in (by_record, by_place):
             if len(cache) > self.cache_size:
                 _evict_quarter(cache)
+        return out
 
     def _add_places(self, places: list[int]) -> None:
         """A location for each row of the record index not met before (one object per place, shared

@@ -253,7 +253,9 @@ def test_uses_the_c_extension_when_installed(city_db: str) -> None:
 
 
 def _one_at_a_time(path: str, ips: list[str]) -> list[object]:
+    """The reference: each address read from the database by maxminddb, one at a time (no index)."""
     geo = GeoIP(path)
+    geo.index = None
     return [geo.locate(ip) for ip in ips]
 
 
@@ -500,15 +502,20 @@ def test_record_index_gives_what_reading_the_database_gives(
     assert sum(loc is not None for loc in found) > 1000
     # Every record came from the index: it holds every record an IPv4 address reaches.
     assert geo.stats.database_reads == 0 and geo.stats.index_hits > 0
+    # One at a time too: a walk of the tree, no read (and maxminddb never opened).
+    alone = GeoIP(path)
+    assert [alone.locate(ip) for ip in ips] == found
+    assert alone.stats.database_reads == 0 and alone._reader is None
     # With caches too small for the test's places, batch after batch (evicting as they go).
     small = GeoIP(path)
     small.cache_size = 4  # (below the smallest setting, to evict among the test's few places)
     sizes = []
     for start in range(0, len(ips), 500):
         small.prefetch(ips[start : start + 500])
-        assert [small.locate(ip) for ip in ips[start : start + 500]] == found[start : start + 500]
         sizes.append(len(small._by_place))
-    # It grew past the bound, and was cut back: it never held every place that the batches met.
+        assert [small.locate(ip) for ip in ips[start : start + 500]] == found[start : start + 500]
+    # A batch's walk grew it past the bound, and it was cut back: it never held every place the
+    # batches met. (A single address walked with an index cuts it back too.)
     assert 4 < max(sizes) < len(geo._by_place)
     # A radius-less record gets the default radius of the settings in use, not of the build.
     if layout == "geoip2":
