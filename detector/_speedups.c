@@ -1575,8 +1575,9 @@ typedef struct {
     int success;
 } Packed;
 
-/* The fields of one sign-in for the blob; ``special`` when it must go whole. */
-static int pack_one(PyObject *event, Py_ssize_t n, const unsigned char *owners, Packed *p)
+/* The fields of one sign-in for the blob; ``special`` when it must go whole. Only its owner for the
+   share ``keep``. */
+static int pack_one(PyObject *event, Py_ssize_t n, const unsigned char *owners, Py_ssize_t keep, Packed *p)
 {
     p->special = 1;
     if (!PyTuple_Check(event) || PyTuple_GET_SIZE(event) != SIGNIN_FIELDS) {
@@ -1594,6 +1595,8 @@ static int pack_one(PyObject *event, Py_ssize_t n, const unsigned char *owners, 
     Py_ssize_t k = (Py_ssize_t)(h % (Py_hash_t)n);
     k = k < 0 ? k + n : k; /* as Python's hash(user) % n */
     p->owner = owners != NULL ? owners[k] : (int)k;
+    if (p->owner == keep)
+        return 0;
     PyObject *when = PyTuple_GET_ITEM(event, 2), *ok = PyTuple_GET_ITEM(event, 4);
     if (PyTuple_GET_ITEM(event, 5) != Py_None || PyTuple_GET_ITEM(event, 6) != Py_False ||
         !PyFloat_CheckExact(when) || (ok != Py_True && ok != Py_False))
@@ -1617,12 +1620,22 @@ static int pack_one(PyObject *event, Py_ssize_t n, const unsigned char *owners, 
 
 static PyObject *pack_signins(PyObject *self, PyObject *args)
 {
-    PyObject *events, *owned_by = NULL;
-    Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "O!n|O!", &PyList_Type, &events, &n, &PyBytes_Type, &owned_by))
+    PyObject *events, *owned_by = Py_None;
+    Py_ssize_t n, keep = -1;
+    if (!PyArg_ParseTuple(args, "O!n|On", &PyList_Type, &events, &n, &owned_by, &keep))
         return NULL;
+    if (owned_by == Py_None)
+        owned_by = NULL;
+    else if (!PyBytes_Check(owned_by)) {
+        PyErr_SetString(PyExc_TypeError, "pack_signins: owners must be bytes or None");
+        return NULL;
+    }
     if (n < 1 || n > 1024) {
         PyErr_SetString(PyExc_ValueError, "pack_signins: 1 to 1024 workers");
+        return NULL;
+    }
+    if (keep < -1 || keep >= n) {
+        PyErr_SetString(PyExc_ValueError, "pack_signins: the share kept is not one of the shares");
         return NULL;
     }
     /* owners: the share of each of len(owners) buckets (hash(user) % len(owners)), where there are more
@@ -1642,15 +1655,21 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
     Packed *packed = PyMem_Calloc(m ? m : 1, sizeof(Packed));
     Py_ssize_t *size = PyMem_Calloc(n, sizeof(Py_ssize_t)), *count = PyMem_Calloc(n, sizeof(Py_ssize_t));
     char **at = PyMem_Calloc(n, sizeof(char *));
-    PyObject *blobs = PyList_New(n), *specials = PyList_New(n), *out = NULL;
-    if (packed == NULL || size == NULL || count == NULL || at == NULL || blobs == NULL || specials == NULL) {
+    PyObject *blobs = PyList_New(n), *specials = PyList_New(n), *kept = PyList_New(0), *out = NULL;
+    if (packed == NULL || size == NULL || count == NULL || at == NULL || blobs == NULL || specials == NULL ||
+        kept == NULL) {
         PyErr_NoMemory();
         goto done;
     }
     for (Py_ssize_t i = 0; i < m; i++) {
         Packed *p = &packed[i];
-        if (pack_one(PyList_GET_ITEM(events, i), buckets, owners, p) < 0)
+        if (pack_one(PyList_GET_ITEM(events, i), buckets, owners, keep, p) < 0)
             goto done;
+        if (p->owner == keep) { /* the share kept as it is: its sign-ins themselves, not a copy */
+            if (PyList_Append(kept, PyList_GET_ITEM(events, i)) < 0)
+                goto done;
+            continue;
+        }
         size[p->owner] += HEAD + (p->special ? 0 : p->len[0] + p->len[1] + p->len[2]);
         count[p->owner]++;
     }
@@ -1666,6 +1685,8 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
     }
     for (Py_ssize_t i = 0; i < m; i++) {
         Packed *p = &packed[i];
+        if (p->owner == keep)
+            continue;
         char *w = at[p->owner];
         unsigned char flags =
             (unsigned char)((p->success ? FLAG_SUCCESS : 0) | (p->special ? FLAG_SPECIAL : 0));
@@ -1699,8 +1720,9 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
         goto done;
     for (Py_ssize_t k = 0; k < n; k++) {
         PyObject *blob = PyList_GET_ITEM(blobs, k);
-        PyObject *item =
-            blob == Py_None ? Py_NewRef(Py_None) : PyTuple_Pack(2, blob, PyList_GET_ITEM(specials, k));
+        PyObject *item = k == keep ? Py_NewRef(PyList_GET_SIZE(kept) ? kept : Py_None)
+                         : blob == Py_None ? Py_NewRef(Py_None)
+                                           : PyTuple_Pack(2, blob, PyList_GET_ITEM(specials, k));
         if (item == NULL) {
             Py_CLEAR(out);
             goto done;
@@ -1714,6 +1736,7 @@ done:
     PyMem_Free(at);
     Py_XDECREF(blobs);
     Py_XDECREF(specials);
+    Py_XDECREF(kept);
     return out;
 }
 
@@ -2548,9 +2571,9 @@ static PyMethodDef methods[] = {
      "pack_state(user, state) -> bytes | None: statecodec.pack's bytes, for a state of GeoIP-located visits "
      "without remembered alerts; None for any other (statecodec._pack writes it)."},
     {"pack_signins", pack_signins, METH_VARARGS,
-     "pack_signins(events, n[, owners]) -> list: for each of n shares None, or (blob, special): its sign-ins "
-     "(every account to the share hash(user) % n names, or owners[hash(user) % len(owners)]) as "
-     "unpack_signins takes them."},
+     "pack_signins(events, n[, owners[, keep]]) -> list: for each of n shares None, or (blob, special): its "
+     "sign-ins (every account to the share hash(user) % n names, or owners[hash(user) % len(owners)]) as "
+     "unpack_signins takes them; share keep's as a list of its sign-ins themselves."},
     {"unpack_signins", unpack_signins, METH_VARARGS,
      "unpack_signins(blob, special, signin_type) -> list: the sign-ins pack_signins packed."},
     {NULL, NULL, 0, NULL},

@@ -180,6 +180,10 @@ def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins(
         for n in (1, 3):
             parts = parallel._split(batch, n)
             assert len(parts) == n
+            kept = parallel._split(batch, n, None, keep=n - 1)  # (the last share: its sign-ins themselves)
+            assert kept[:-1] == parts[:-1] and (kept[-1] or []) == [
+                batch[i] for i in parallel._shares(batch, n)[-1]
+            ]
             shares = parallel._shares(batch, n)  # (the twin's ownership: hash(user) % n)
             for part, share in zip(parts, shares, strict=True):
                 assert (part is None) == (not share)
@@ -266,4 +270,9 @@ def test_the_main_process_takes_fewer_accounts_than_a_worker() -> None:
     for k, share in enumerate(shares):
         assert all(owned[hash(events[i].user) % len(owned)] == k for i in share)
         part = parallel._split(events, 3, owned)[k]
-        assert part is not None and parallel._unpack(part) == [events[i] for i in share]
+        assert part is not None and parallel._events(part) == [events[i] for i in share]
+        kept = parallel._split(events, 3, owned, keep=k)
+        assert kept[k] is not None and all(a is events[i] for a, i in zip(kept[k], share, strict=True))
+        assert [parallel._events(p) for j, p in enumerate(kept) if j != k] == [
+            [events[i] for i in other] for j, other in enumerate(shares) if j != k
+        ]
