@@ -96,12 +96,13 @@ def in_batch_order(events: list[SignIn], parts: list[list[Alert]]) -> list[Alert
     """Alerts of several engines (each with its own accounts) over one batch, in the order one engine
     raises them: by the position of the sign-in that raised each (the later-placed of its pair within
     this batch; the other may be older history). Compiled: its loop over the batch took 4% of the
-    replay's main process when interpreted (in ``parallel``)."""
+    replay's main process when interpreted (in ``parallel``), 2% with a generic lookup of ``.user``."""
     alerting = {alert.user for alerts in parts for alert in alerts}
     position: dict[tuple[str, str | None], int] = {}
     for i, e in enumerate(events):
-        if e.user in alerting:  # (the few accounts that alerted: a batch holds thousands)
-            position.setdefault((e.user, e.event_id), i)  # a re-delivery in the batch raises nothing
+        user = e[0]  # (.user: compiled, a named tuple's field by name is a generic attribute lookup)
+        if user in alerting:  # (the few accounts that alerted: a batch holds thousands)
+            position.setdefault((user, e.event_id), i)  # a re-delivery in the batch raises nothing
     keyed: list[tuple[int, int, Alert]] = []
     for alerts in parts:
         for j, alert in enumerate(alerts):
