@@ -74,6 +74,9 @@
 */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <structmember.h>
 #include <arpa/inet.h>
 #include <math.h>
@@ -125,10 +128,26 @@ static void init_kinds(void)
 }
 
 /* A JSON string without escapes or control characters, from the opening quote at *p; 0 on any other. */
-static int read_string(const char **p, const char *end, Span *out)
+static inline int read_string(const char **p, const char *end, Span *out)
 {
     const unsigned char *s = (const unsigned char *)*p + 1, *q = s, *stop = (const unsigned char *)end;
     int ascii = 1;
+#ifdef __SSE2__
+    /* Sixteen bytes at a time where the machine has SSE2 (every x86-64): a quote, a backslash, or a
+       byte below 0x20 as a signed char (a control character, or one beyond ASCII) ends the run. */
+    const __m128i quote16 = _mm_set1_epi8('"'), slash16 = _mm_set1_epi8('\\'), space16 = _mm_set1_epi8(0x20);
+    while (stop - q >= 16) {
+        __m128i v = _mm_loadu_si128((const __m128i *)q);
+        __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, quote16), _mm_cmpeq_epi8(v, slash16)),
+                                   _mm_cmplt_epi8(v, space16));
+        int mask = _mm_movemask_epi8(hit);
+        if (mask) {
+            q += __builtin_ctz((unsigned)mask);
+            goto bytes;
+        }
+        q += 16;
+    }
+#endif
     /* Eight plain bytes at a time (none a quote, a backslash, a control character or beyond ASCII),
        where a byte at a time took most of a line's 2,000 instructions of scanning. */
     const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
@@ -136,11 +155,19 @@ static int read_string(const char **p, const char *end, Span *out)
         uint64_t w;
         memcpy(&w, q, 8);
         uint64_t quote = w ^ (ones * '"'), slash = w ^ (ones * '\\');
-        uint64_t special = ((quote - ones) & ~quote) | ((slash - ones) & ~slash) | (w - ones * 0x20) | w;
-        if (special & highs)
-            break; /* (one of the eight is not plain, or may not be: the loop below decides) */
+        uint64_t special = (((quote - ones) & ~quote) | ((slash - ones) & ~slash) | (w - ones * 0x20) | w) & highs;
+        if (special) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+            /* the first byte flagged is not plain (a borrow flags only the bytes above it) */
+            q += __builtin_ctzll(special) >> 3;
+#endif
+            break; /* (the loop below decides what it is) */
+        }
         q += 8;
     }
+#ifdef __SSE2__
+bytes:
+#endif
     for (;; q++) {
         if (q >= stop)
             return 0;
@@ -420,10 +447,36 @@ static const char *text_of(PyObject *obj, Py_ssize_t *n)
     return raw;
 }
 
+/* inet_pton(AF_INET) as glibc's inet_pton4 reads a text: four decimal numbers of at most 255, without
+   a leading zero, joined by dots; nothing else. (glibc's, through a NUL-terminated copy, took 7% of
+   decoding a line.) */
+static int dotted_quad(const char *s, Py_ssize_t n, unsigned char *out)
+{
+    const char *end = s + n;
+    for (int k = 0; k < 4; k++) {
+        if (k > 0 && (s >= end || *s++ != '.'))
+            return 0;
+        if (s >= end || *s < '0' || *s > '9')
+            return 0;
+        unsigned value = (unsigned)(*s++ - '0');
+        for (; s < end && *s >= '0' && *s <= '9'; s++) {
+            if (value == 0)
+                return 0; /* a leading zero */
+            value = value * 10 + (unsigned)(*s - '0');
+            if (value > 255)
+                return 0;
+        }
+        out[k] = (unsigned char)value;
+    }
+    return s == end;
+}
+
 /* inet_pton of a counted text into out: 1 when taken, 0 when not (no text with a NUL in it, or longer
    than any address is written, is). */
 static int address_of(const char *text, Py_ssize_t n, int family, unsigned char *out)
 {
+    if (family == AF_INET)
+        return dotted_quad(text, n, out);
     char terminated[INET6_ADDRSTRLEN];
     if (n >= (Py_ssize_t)sizeof(terminated) || memchr(text, '\0', n) != NULL)
         return 0;

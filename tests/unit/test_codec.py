@@ -587,6 +587,34 @@ def test_the_c_decoder_agrees_on_any_byte_at_any_place_in_a_string(texts: list[l
         assert None not in codec_module.SPEEDUPS.decode_canonical(lines, 65536, 512, 1024, 32, SignIn)
 
 
+@needs_c
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.tuples(
+        st.lists(
+            st.sampled_from(["0", "1", "7", "25", "199", "255", "256", "00", "01", "999", "1000", "", "a"]),
+            min_size=3,
+            max_size=5,
+        ).map(".".join),
+        st.sampled_from(["", "", "", ".", "a", " ", "0"]),
+    ).map("".join)
+)
+def test_the_c_decoder_reads_a_dotted_quad_as_inet_pton_does(text: str) -> None:
+    """The C decoder's own reading of IPv4 addresses (not glibc's) takes exactly what inet_pton takes:
+    four numbers of at most 255, no leading zero, three dots."""
+    import socket
+
+    line = _plain_line(ip=b'"%s"' % text.encode())
+    _assert_c_decoder_agrees([line])
+    try:
+        socket.inet_pton(socket.AF_INET, text)
+        valid = True
+    except OSError:
+        valid = False
+    taken = codec_module.SPEEDUPS.decode_canonical([line], 65536, 512, 1024, 32, SignIn)[0]
+    assert (taken is not None) == valid
+
+
 def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
     """What it takes, it decodes as the reference does; what it is not sure of, it leaves (None)."""
     if codec_module.SPEEDUPS is None:
