@@ -1862,23 +1862,45 @@ failed:
     return NULL;
 }
 
-/* index_locations(rows, latitude, longitude, radius_km, city, country, names, default_radius,
-   coarse_radius, database, location_cls, slots) -> list[Location]: the Location of each row of the
-   record index's place columns (buffers of float64, float64, float64, int32, int32), as its twin makes
-   them: geoindex.RecordIndex.fields, then geoip.GeoIP._location (model.new_location). */
+/* Name ``k`` of a record index (geoindex.Names.__getitem__): from ``decoded``, or decoded from the
+   names' text where ``starts`` (int32) says, and kept there. A borrowed reference; NULL on error. */
+static PyObject *index_name(PyObject *decoded, const Py_buffer *text, const Py_buffer *starts, Py_ssize_t k)
+{
+    PyObject *name = PyList_GET_ITEM(decoded, k);
+    if (name != Py_None)
+        return name;
+    int32_t start, end;
+    memcpy(&start, (const char *)starts->buf + k * 4, 4);
+    memcpy(&end, (const char *)starts->buf + (k + 1) * 4, 4);
+    if (start < 0 || start > end || end > text->len) {
+        PyErr_SetString(PyExc_ValueError, "a place name past the names' text");
+        return NULL;
+    }
+    name = PyUnicode_DecodeUTF8((const char *)text->buf + start, end - start, "strict");
+    if (name == NULL || PyList_SetItem(decoded, k, name) < 0)
+        return NULL;
+    return name;
+}
+
+/* index_locations(rows, latitude, longitude, radius_km, city, country, names_decoded, names_text,
+   name_starts, default_radius, coarse_radius, database, location_cls, slots) -> list[Location]: the
+   Location of each row of the record index's place columns (buffers of float64, float64, float64,
+   int32, int32), as its twin makes them: geoindex.RecordIndex.fields, then geoip.GeoIP._location
+   (model.new_location). The names as geoindex.Names holds them. */
 static PyObject *index_locations(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    if (nargs != 12 || !PyList_Check(args[0]) || !PyTuple_Check(args[6]) || !PyTuple_Check(args[11])) {
-        PyErr_SetString(PyExc_TypeError, "index_locations(rows, latitude, longitude, radius_km, city, "
-                                         "country, names, default_radius, coarse_radius, database, cls, slots)");
+    if (nargs != 14 || !PyList_Check(args[0]) || !PyList_Check(args[6]) || !PyTuple_Check(args[13])) {
+        PyErr_SetString(PyExc_TypeError, "index_locations(rows, latitude, longitude, radius_km, city, country, "
+                                         "names_decoded, names_text, name_starts, default_radius, "
+                                         "coarse_radius, database, cls, slots)");
         return NULL;
     }
     static const Py_ssize_t widths[5] = {8, 8, 8, 4, 4};
-    Py_buffer columns[5];
+    Py_buffer columns[7]; /* the five place columns, the names' text and their starts */
     int held = 0;
     PyObject *out = NULL;
-    for (; held < 5; held++)
-        if (PyObject_GetBuffer(args[1 + held], &columns[held], PyBUF_SIMPLE) < 0)
+    for (; held < 7; held++)
+        if (PyObject_GetBuffer(args[held < 5 ? 1 + held : 2 + held], &columns[held], PyBUF_SIMPLE) < 0)
             goto done;
     Py_ssize_t n = columns[0].len / 8;
     for (int c = 0; c < 5; c++)
@@ -1886,8 +1908,12 @@ static PyObject *index_locations(PyObject *self, PyObject *const *args, Py_ssize
             PyErr_SetString(PyExc_ValueError, "index_locations: columns of one length");
             goto done;
         }
-    PyObject *rows = args[0], *names = args[6], *default_radius = args[7], *coarse_radius = args[8];
-    Py_ssize_t count = PyList_GET_SIZE(rows), n_names = PyTuple_GET_SIZE(names);
+    PyObject *rows = args[0], *names = args[6], *default_radius = args[9], *coarse_radius = args[10];
+    Py_ssize_t count = PyList_GET_SIZE(rows), n_names = PyList_GET_SIZE(names);
+    if (columns[6].len < (n_names + 1) * 4) {
+        PyErr_SetString(PyExc_ValueError, "index_locations: a start for each name, and the end");
+        goto done;
+    }
     out = PyList_New(count);
     if (out == NULL)
         goto done;
@@ -1910,8 +1936,10 @@ static PyObject *index_locations(PyObject *self, PyObject *const *args, Py_ssize
             PyErr_SetString(PyExc_IndexError, "index_locations: no such name");
             goto fail;
         }
-        PyObject *city = city_at >= 0 ? PyTuple_GET_ITEM(names, city_at) : Py_None;
-        PyObject *country = country_at >= 0 ? PyTuple_GET_ITEM(names, country_at) : Py_None;
+        PyObject *city = city_at >= 0 ? index_name(names, &columns[5], &columns[6], city_at) : Py_None;
+        PyObject *country = country_at >= 0 ? index_name(names, &columns[5], &columns[6], country_at) : Py_None;
+        if (city == NULL || country == NULL)
+            goto fail;
         PyObject *lat_o = PyFloat_FromDouble(lat), *lon_o = PyFloat_FromDouble(lon);
         /* (NaN: the record has no radius; none, or not above 0: the default) */
         PyObject *radius_o = radius == radius && radius > 0 ? PyFloat_FromDouble(radius) : Py_NewRef(default_radius);
@@ -1922,8 +1950,8 @@ static PyObject *index_locations(PyObject *self, PyObject *const *args, Py_ssize
             place = place_key(NULL, key_args, 4);
         }
         if (place != NULL) {
-            PyObject *values[14] = {args[10], args[11], lat_o, lon_o, radius_o, country, city,
-                                    coarse ? Py_True : Py_False, args[9], text_geoip, Py_None, Py_None, Py_None, place};
+            PyObject *values[14] = {args[12], args[13], lat_o, lon_o, radius_o, country, city,
+                                    coarse ? Py_True : Py_False, args[11], text_geoip, Py_None, Py_None, Py_None, place};
             location = make_slotted(NULL, values, 14);
         }
         Py_XDECREF(lat_o);
@@ -2558,6 +2586,28 @@ static PyObject *int32_max(PyObject *self, PyObject *arg)
     return PyLong_FromLong(best);
 }
 
+static PyObject *int32_ascending(PyObject *self, PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    if (view.len % 4 != 0) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "int32_ascending: a buffer of 4-byte integers");
+        return NULL;
+    }
+    int32_t last = INT32_MIN, value;
+    int ascending = 1;
+    const char *data = view.buf;
+    for (Py_ssize_t i = 0; i < view.len && ascending; i += 4) {
+        memcpy(&value, data + i, 4);
+        ascending = value >= last;
+        last = value;
+    }
+    PyBuffer_Release(&view);
+    return PyBool_FromLong(ascending);
+}
+
 static PyObject *count_into(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyList_Check(args[1])) {
@@ -2597,9 +2647,12 @@ static PyMethodDef methods[] = {
     {"count_into", (PyCFunction)(void (*)(void))count_into, METH_FASTCALL,
      "count_into(counter, items) -> None: as counter.update(items), for a list of a few kinds of item."},
     {"index_locations", (PyCFunction)(void (*)(void))index_locations, METH_FASTCALL,
-     "index_locations(rows, latitude, longitude, radius_km, city, country, names, default_radius, "
-     "coarse_radius, database, cls, slots) -> list: as GeoIP._location of RecordIndex.fields(rows)."},
+     "index_locations(rows, latitude, longitude, radius_km, city, country, names_decoded, names_text, "
+     "name_starts, default_radius, coarse_radius, database, cls, slots) -> list: as GeoIP._location of "
+     "RecordIndex.fields(rows)."},
     {"int32_max", int32_max, METH_O, "int32_max(buffer) -> int: the largest of its int32s, -1 if none."},
+    {"int32_ascending", int32_ascending, METH_O,
+     "int32_ascending(buffer) -> bool: whether each of its int32s is at least the one before."},
     {"make", (PyCFunction)(void (*)(void))make, METH_FASTCALL,
      "make(cls, *fields) -> cls: as tuple.__new__(cls, fields)."},
     {"make_slotted", (PyCFunction)(void (*)(void))make_slotted, METH_FASTCALL,

@@ -23,8 +23,10 @@ import logging
 import mmap
 import os
 import sys
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
 from detector.model import SPEEDUPS
@@ -36,11 +38,10 @@ log = logging.getLogger(__name__)
 
 SUFFIX = ".index"
 _MAGIC = b"impossible-travel record index 1\n"
-FORMAT = 2  # (2: the fingerprint hashes 64 KiB at each end of the database, not 1 MiB)
+# (2: the fingerprint hashes 64 KiB at each end of the database, not 1 MiB; 3: the names' starts)
+FORMAT = 3
 # What the fingerprint reads of each end of the database: the tree's first nodes, the metadata.
 _ENDS = 1 << 16
-# Not in any place name (checked when the file is written): joins the names into one array.
-_SEPARATOR = "\x1f"
 # Place of a record without coordinates; of an offset the index does not hold.
 NO_POINT, ABSENT = -1, -2
 
@@ -87,11 +88,46 @@ _TYPES = {
     "radius_km": ("<f8", "d"),
     "city": ("<i4", "i"),
     "country": ("<i4", "i"),
+    "name_starts": ("<i4", "i"),  # where each name starts in the names' text, and where the last ends
 }
 
 
 # (a name of this module's for the type: the compiled dataclass looks its fields' types up here)
 Column = memoryview
+
+
+class Names:
+    """The place names of a record index, each decoded when first asked for: the file holds them as one
+    UTF-8 text and where each starts (splitting GeoLite2-City's 100,000 names took 12 ms of every start,
+    and a replay meets a few thousand of them). ``decoded`` is shared with ``_speedups``'s twin of
+    ``RecordIndex.fields`` (``index_locations``), which fills it alike."""
+
+    def __init__(self, text: bytes | memoryview, starts: Column) -> None:
+        self.text = text
+        self.starts = starts
+        self.decoded: list[str | None] = [None] * max(0, len(starts) - 1)
+
+    @staticmethod
+    def of(names: Sequence[str]) -> Names:
+        encoded = [name.encode("utf-8") for name in names]
+        starts = array("i", [0])
+        for raw in encoded:
+            starts.append(starts[-1] + len(raw))
+        return Names(b"".join(encoded), _column(starts, "name_starts"))
+
+    def __len__(self) -> int:
+        return len(self.decoded)
+
+    def __getitem__(self, k: int) -> str:
+        name = self.decoded[k]
+        if name is None:
+            starts: Any = self.starts
+            start, end = starts[k], starts[k + 1]
+            if not 0 <= start <= end <= len(self.text):
+                raise ValueError("a place name past the names' text")
+                # (the file's own starts: read as the index was written, in C too)
+            name = self.decoded[k] = bytes(self.text[start:end]).decode("utf-8")
+        return name
 
 
 def _column(data: Any, name: str) -> Column:
@@ -108,6 +144,15 @@ def _largest(column: Column) -> int:
     return max(column, default=-1)
 
 
+def _ascending(column: Column) -> bool:
+    """Whether each item of an int32 column is at least the one before (in C where built)."""
+    if SPEEDUPS is not None:
+        found: bool = SPEEDUPS.int32_ascending(column)
+        return found
+    items: Any = column
+    return all(a <= b for a, b in pairwise(items))
+
+
 @dataclass(frozen=True)
 class RecordIndex:
     """Record offset -> place, and the places as columns: typed memoryviews (of the mapped file, once
@@ -120,7 +165,7 @@ class RecordIndex:
     radius_km: Column  # float64, NaN where the record has no accuracy radius
     city: Column  # int32 into names, -1 for none
     country: Column  # int32 into names, -1 for none
-    names: tuple[str, ...]
+    names: Names
     meta: dict[str, object]
 
     def __len__(self) -> int:
@@ -174,11 +219,7 @@ class RecordIndex:
         table = list(rows)
 
         def name(text: str | None) -> int:
-            if text is None:
-                return -1
-            if _SEPARATOR in text:
-                raise ValueError(f"a place name holds the separator \\x1f: {text!r}")
-            return names.setdefault(text, len(names))
+            return -1 if text is None else names.setdefault(text, len(names))
 
         order = np.argsort(np.asarray(offsets, np.int64), kind="stable")
         columns = {
@@ -192,15 +233,15 @@ class RecordIndex:
         }
         return cls(
             **{c: _column(np.ascontiguousarray(a, _TYPES[c][0]), c) for c, a in columns.items()},
-            names=tuple(names),
+            names=Names.of(list(names)),
             meta={**meta, "records": len(offsets), "places": len(table)},
         )
 
     def save(self, path: str) -> None:
         """Write atomically (a reader never sees half a file): a magic line, a JSON header naming each
         column's type and place, then the columns, each aligned for mapping in place."""
-        names = _SEPARATOR.join(self.names).encode("utf-8")
-        columns = [getattr(self, c) for c in _TYPES] + [memoryview(names)]
+        columns = [getattr(self, c) for c in _TYPES if c != "name_starts"]
+        columns += [self.names.starts, memoryview(self.names.text)]
         types = [dtype for dtype, _ in _TYPES.values()] + ["|u1"]
         layout: dict[str, tuple[str, int, int]] = {}
         at = 0
@@ -246,10 +287,13 @@ class RecordIndex:
             if set(layout) != {*_TYPES, "names"}:
                 raise ValueError("not the columns of a record index")
             columns = {}
+            text = memoryview(b"")
             for name, (dtype, offset, count) in layout.items():
                 start, count = body_start + int(offset), int(count)
-                if name == "names":
-                    text = bytes(buffer[start : start + count]).decode("utf-8")
+                if name == "names":  # (decoded a name at a time: Names)
+                    if start + count > len(buffer):
+                        raise ValueError("the names run past the end of the file")
+                    text = memoryview(buffer)[start : start + count]
                     continue
                 if dtype != _TYPES[name][0]:
                     raise ValueError(f"column {name} is {dtype}, not {_TYPES[name][0]}")
@@ -257,7 +301,10 @@ class RecordIndex:
                 if start + count * width > len(buffer):
                     raise ValueError(f"column {name} runs past the end of the file")
                 columns[name] = _column(memoryview(buffer)[start : start + count * width], name)
-            index = cls(**columns, names=tuple(text.split(_SEPARATOR)) if text else (), meta=meta)
+            starts: Any = columns.pop("name_starts")
+            if len(starts) < 1 or starts[0] != 0 or starts[-1] != len(text):
+                raise ValueError("the names' starts do not span their text")
+            index = cls(**columns, names=Names(text, starts), meta=meta)
         except (OSError, KeyError, TypeError, ValueError) as exc:
             log.warning(
                 "GeoIP record index %s is unreadable (%s); reading records from the database", path, exc
@@ -269,6 +316,7 @@ class RecordIndex:
             and all(len(a) == rows for a in (index.longitude, index.radius_km, index.city, index.country))
             and _largest(index.places) < rows
             and max(_largest(index.city), _largest(index.country)) < len(index.names)
+            and _ascending(index.names.starts)
         ):
             log.warning("GeoIP record index %s is inconsistent; reading records from the database", path)
             return None

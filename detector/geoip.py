@@ -176,9 +176,9 @@ def read_metadata(path: str) -> Metadata:
         raise ValueError("truncated metadata") from exc
     if not isinstance(meta, dict):
         raise ValueError("metadata is not a map")
-    node_count, record_size, ip_version, database_type, build_epoch = (
+    node_count, record_size, ip_version, database_type, build_epoch = [
         meta.get(k) for k in ("node_count", "record_size", "ip_version", "database_type", "build_epoch")
-    )
+    ]
     if not (
         type(node_count) is int
         and type(record_size) is int
@@ -686,8 +686,8 @@ class GeoIP:
         if SPEEDUPS is not None:
             located: list[Location | None] = SPEEDUPS.index_locations(
                 rows, index.latitude, index.longitude, index.radius_km, index.city, index.country,
-                index.names, self.default_radius_km, self.coarse_radius_km, self.database, Location,
-                LOCATION_SLOTS,
+                index.names.decoded, index.names.text, index.names.starts, self.default_radius_km,
+                self.coarse_radius_km, self.database, Location, LOCATION_SLOTS,
             )  # fmt: skip
             return located
         return [self._location(fields) for fields in index.fields(rows)]

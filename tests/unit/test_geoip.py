@@ -555,7 +555,7 @@ def test_unreadable_record_index_is_ignored(
     assert geo.locate(ip_in("81.2.69.0/24")).city == "London"  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize("column", ["places", "city", "country"])
+@pytest.mark.parametrize("column", ["places", "city", "country", "name_starts"])
 def test_record_index_pointing_past_its_rows_or_names_is_ignored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, column: str
 ) -> None:
@@ -567,7 +567,8 @@ def test_record_index_pointing_past_its_rows_or_names_is_ignored(
     size = int.from_bytes(data[len(geoindex._MAGIC) : len(geoindex._MAGIC) + 8], "little")
     header = json.loads(data[len(geoindex._MAGIC) + 8 : len(geoindex._MAGIC) + 8 + size])
     _, offset, count = header["columns"][column]
-    at = geoindex._aligned(len(geoindex._MAGIC) + 8 + size) + offset + 4 * (count - 1)  # its last item
+    last = count - (2 if column == "name_starts" else 1)  # (a name's start past the next one's)
+    at = geoindex._aligned(len(geoindex._MAGIC) + 8 + size) + offset + 4 * last
     data[at : at + 4] = (10_000_000).to_bytes(4, "little")
     Path(index_path(path)).write_bytes(bytes(data))
     geo = GeoIP(path)
@@ -610,6 +611,31 @@ def test_the_largest_of_a_column_in_c_is_its_twins(values: list[int]) -> None:
         pytest.skip("detector/_speedups.c is not built (make setup)")
     column = memoryview(array("i", values))
     assert SPEEDUPS.int32_max(column) == max(column, default=-1) == max(values, default=-1)
+    ascending = values == sorted(values)
+    assert SPEEDUPS.int32_ascending(column) is ascending
+    assert SPEEDUPS.int32_ascending(memoryview(array("i", sorted(values)))) is True
+    geoindex_module = geoindex
+    try:
+        geoindex_module.SPEEDUPS = None
+        assert geoindex._ascending(column) is ascending
+    finally:
+        geoindex_module.SPEEDUPS = SPEEDUPS
+
+
+def test_record_index_names_are_read_one_at_a_time_and_kept(tmp_path: Path) -> None:
+    """Saved and mapped again, the names are decoded only as places ask for them, once each (the same
+    str for every place of a city), in C as in its twin; any text, the empty one too."""
+    names = ["London", "Zürich", "", "Saint-Étienne", "東京", "a\x1fb"]
+    made = geoindex.Names.of(names)
+    assert [made[k] for k in range(len(names))] == names
+    path = build_city_db(str(tmp_path / "city.mmdb"))
+    geo = _indexed(path)
+    assert geo.index is not None and geo.index.names.decoded.count(None) == len(geo.index.names) > 0
+    geo.prefetch([ip_in("81.2.69.0/24", 1), ip_in("81.2.69.0/24", 2)])
+    one, two = geo.locate(ip_in("81.2.69.0/24", 1)), geo.locate(ip_in("81.2.69.0/24", 2))
+    assert one is not None and two is not None and one.city == "London" and one.city is two.city
+    decoded = [name for name in geo.index.names.decoded if name is not None]
+    assert "London" in decoded and len(decoded) < len(geo.index.names)
 
 
 def test_record_index_of_the_real_database(real_db: str) -> None:
