@@ -269,7 +269,7 @@ def test_dockerfile_runs_the_detector_as_a_non_root_user_with_a_mounted_database
     assert json.loads(dict(ins)["ENTRYPOINT"]) == ["impossible-travel"]
     assert json.loads(dict(ins)["CMD"]) == ["run"]
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["impossible-travel"] == "detector.cli:main"
+    assert scripts["impossible-travel"] == "detector.cli:run"
     # The GeoIP database is mounted, never copied in: no COPY/ADD of .cache or of a .mmdb file.
     for word, rest in ins:
         if word in ("COPY", "ADD"):

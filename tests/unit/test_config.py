@@ -96,3 +96,22 @@ def test_every_replay_flag_shows_its_environment_twin() -> None:
         if option.flag in text:
             assert option.env in text
     assert "--max-speed-kmh" in text and "DETECTOR_MAX_SPEED_KMH" in text
+
+
+def test_settings_are_read_only_values() -> None:
+    """Resolved alike, equal (and hashed alike); every option there, with its default; no setting can
+    be changed, added or removed afterwards, and none but the options' can be made."""
+    from detector.config import Settings
+
+    a, b = resolve({}, environ={}, command="replay"), resolve({}, environ={}, command="replay")
+    assert a == b and hash(a) == hash(b) and a != resolve({"workers": 3}, environ={}, command="replay")
+    assert all(hasattr(a, o.key) for o in OPTIONS) and repr(a).startswith("Settings(max_speed_kmh=")
+    for change in (
+        lambda: setattr(a, "workers", 3),
+        lambda: setattr(a, "new", 1),
+        lambda: delattr(a, "workers"),
+    ):
+        with pytest.raises(AttributeError, match="read-only"):
+            change()
+    with pytest.raises(TypeError, match="not settings: nope"):
+        Settings(nope=1)
