@@ -8,7 +8,6 @@ followed by detail after a colon.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import math
 import re
@@ -22,7 +21,7 @@ from typing import Any
 import orjson
 
 from detector.errors import InvalidEvent
-from detector.model import SPEEDUPS, Alert, Location, SignIn, Visit, make, utc_text
+from detector.model import SPEEDUPS, Alert, Location, SignIn, Visit, blake2b, make, utc_text
 
 # Accepted event times: anything outside is a broken clock or a broken record, not a sign-in.
 MIN_TIME = 631152000.0  # 1990-01-01T00:00:00Z
@@ -164,7 +163,7 @@ def derive_event_id(user: str, ip: str, time: float, success: bool) -> str:
     Built from the normalised fields, so the same sign-in written with another offset or address form
     gets the same id."""
     text = f"{user}\x1f{ip}\x1f{round(time * 1_000_000)}\x1f{'s' if success else 'f'}"
-    return "h:" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+    return "h:" + blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 def _text_field(obj: Mapping[str, Any], name: str, limit: int, required: bool) -> str | None:

@@ -17,7 +17,6 @@ hold far fewer distinct places.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import mmap
@@ -29,7 +28,7 @@ from dataclasses import dataclass
 from itertools import pairwise
 from typing import TYPE_CHECKING, Any
 
-from detector.model import SPEEDUPS
+from detector.model import SPEEDUPS, blake2b
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,7 +62,7 @@ def fingerprint(db_path: str, build_epoch: int, node_count: int, record_size: in
     """What identifies a database file for its index, cheaply: 128 KiB read at every start, not the
     whole file (2 MiB took 10 ms of each replay's start)."""
     size = os.path.getsize(db_path)
-    digest = hashlib.blake2b(digest_size=16)
+    digest = blake2b(digest_size=16)
     with open(db_path, "rb") as fh:
         digest.update(fh.read(_ENDS))
         fh.seek(max(0, size - _ENDS))

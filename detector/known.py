@@ -18,7 +18,6 @@ semicolons (empty = anywhere).
 
 from __future__ import annotations
 
-import csv
 import io
 import os
 from collections.abc import Iterable, Mapping
@@ -110,6 +109,8 @@ class AsnDatabase:
 
 def parse_exceptions(text: str, source: str) -> dict[str, tuple[TravelException, ...]]:
     """Exceptions from CSV text; a bad line is refused with its line number (the file is not half-used)."""
+    import csv  # (here: most runs have no exceptions file)
+
     out: dict[str, list[TravelException]] = {}
     reader = csv.DictReader(io.StringIO(text))
     if reader.fieldnames is None or not {"account", "until"} <= {f.strip() for f in reader.fieldnames}:

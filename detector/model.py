@@ -19,6 +19,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
+try:  # hashlib's blake2b itself, without hashlib: importing hashlib loads OpenSSL (4 ms of every start)
+    from _blake2 import blake2b
+except ImportError:  # (a Python without the module: hashlib's, whichever it has)
+    from hashlib import blake2b  # noqa: F401 (used by codec, rules and geoindex)
+
 
 def _speedups() -> Any:
     """detector/_speedups.c where `make setup` built it, else None (its Python twins then run)."""

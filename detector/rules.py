@@ -29,7 +29,6 @@ first):
 
 from __future__ import annotations
 
-import hashlib
 import math
 from bisect import bisect_right
 from collections.abc import Mapping
@@ -39,7 +38,7 @@ from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 from detector.geo import SCREEN_MARGIN, geodesic_km, haversine_km, net_distance_km, speed_kmh
-from detector.model import AccountState, Alert, Alerted, Location, SignIn, Visit, make, utc_text
+from detector.model import AccountState, Alert, Alerted, Location, SignIn, Visit, blake2b, make, utc_text
 
 Outcome = Literal["first", "plausible", "alert", "duplicate", "suppressed", "same_ip", "failure_checked"]
 
@@ -141,7 +140,7 @@ def place_key(loc: Location) -> str:
 
 def alert_id(user: str, earlier_event_id: str, later_event_id: str) -> str:
     """Deterministic: the same account and pair of events always give the same id."""
-    digest = hashlib.blake2b(
+    digest = blake2b(
         "\x1f".join((user, earlier_event_id, later_event_id)).encode("utf-8", "surrogatepass"),
         digest_size=16,
     )

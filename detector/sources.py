@@ -6,7 +6,6 @@ an over-long line is handed on as its first bytes with ``too_long`` set, and the
 
 from __future__ import annotations
 
-import gzip
 import os
 import sys
 from collections.abc import Iterator
@@ -118,6 +117,8 @@ class LineReader:
             try:
                 fh: IO[bytes] = raw
                 if path != "-" and raw.peek(2)[:2] == b"\x1f\x8b":  # type: ignore[union-attr]
+                    import gzip  # (here: most inputs are not compressed)
+
                     fh = gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
                 if path != "-" and self._is_document(fh):
                     yield Line(origin, 1, fh.read(self.max_document_bytes), document=True)
