@@ -2565,16 +2565,24 @@ static int add_count(PyObject *counter, PyObject *key, Py_ssize_t n)
    each item compared by identity with the few kinds met so far, where Counter.update hashed, looked up
    and stored each (460 instructions an item; a list.count of each kind, before, compared every item
    with it: 5% of a replay worker's instructions). */
+/* ``arg``'s buffer, of 4-byte integers: 0, or -1 with an error set (and nothing held). */
+static int int32_buffer(PyObject *arg, Py_buffer *view, const char *what)
+{
+    if (PyObject_GetBuffer(arg, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (view->len % 4 != 0) {
+        PyBuffer_Release(view);
+        PyErr_Format(PyExc_ValueError, "%s: a buffer of 4-byte integers", what);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *int32_max(PyObject *self, PyObject *arg)
 {
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    if (int32_buffer(arg, &view, "int32_max") < 0)
         return NULL;
-    if (view.len % 4 != 0) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "int32_max: a buffer of 4-byte integers");
-        return NULL;
-    }
     int32_t best = view.len ? INT32_MIN : -1, value;
     const char *data = view.buf;
     for (Py_ssize_t i = 0; i < view.len; i += 4) {
@@ -2589,13 +2597,8 @@ static PyObject *int32_max(PyObject *self, PyObject *arg)
 static PyObject *int32_ascending(PyObject *self, PyObject *arg)
 {
     Py_buffer view;
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    if (int32_buffer(arg, &view, "int32_ascending") < 0)
         return NULL;
-    if (view.len % 4 != 0) {
-        PyBuffer_Release(&view);
-        PyErr_SetString(PyExc_ValueError, "int32_ascending: a buffer of 4-byte integers");
-        return NULL;
-    }
     int32_t last = INT32_MIN, value;
     int ascending = 1;
     const char *data = view.buf;
