@@ -225,7 +225,7 @@ def _decode_value(data: bytes, at: int, depth: int) -> tuple[object, int]:
         extra = size - 28
         size = (29, 285, 65_821)[extra - 1] + int.from_bytes(data[at : at + extra], "big")
         at += extra
-    end = at + size
+    end = at + size  # (of a map or an array, ``size`` entries: a byte each at least)
     if end > len(data):
         raise ValueError("truncated metadata")
     if kind == 7 or kind == 11:  # a map, an array: ``size`` entries
