@@ -175,7 +175,8 @@ class LineReader:
             tail = pieces.pop()  # (after the block's last newline: a line not ended yet)
             # With runs, the block's lines after its first as one run, when none is over-long (the first
             # may end a line begun in the block before, or be the first line, after a BOM: a Line, as ever)
-            run = runs and len(pieces) > 1 and max(map(len, pieces)) < limit
+            # (no line of a block shorter than the limit can be over-long: max() took 2% of a replay)
+            run = runs and len(pieces) > 1 and (len(block) < limit or max(map(len, pieces)) < limit)
             for piece in pieces[:1] if run else pieces:
                 number += 1
                 yield self._line(origin, number, pending, skipped, piece, 1)
