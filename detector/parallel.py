@@ -93,14 +93,11 @@ def _split(events: list[SignIn], n: int, owned: bytes | None = None, keep: int =
     if SPEEDUPS is not None:
         parts: list[Any] = SPEEDUPS.pack_signins(events, n, owned, keep)
         return parts
-    return [
-        None
-        if not share
-        else [events[i] for i in share]
-        if k == keep
-        else _columns([events[i] for i in share])
-        for k, share in enumerate(_shares(events, n, owned))
-    ]
+    parts = []
+    for k, share in enumerate(_shares(events, n, owned)):
+        signins = [events[i] for i in share]
+        parts.append(None if not share else signins if k == keep else _columns(signins))
+    return parts
 
 
 def _events(part: Part) -> list[SignIn]:
