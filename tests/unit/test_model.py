@@ -145,3 +145,25 @@ def test_count_into_is_counter_update(picks: list[int], before: dict[str, int]) 
     model.SPEEDUPS.count_into(ours, items)
     theirs.update(items)
     assert ours == theirs
+
+
+@given(
+    st.floats(-2e9, 4.2e9, allow_nan=False)
+    | st.integers(-(2**31), 2**32).map(float)
+    | st.integers(0, 4_200_000_000_000).map(lambda ms: ms / 1000)
+)
+@example(0.0)
+@example(-0.5)
+@example(-1e-6)
+@example(4102444799.999999)
+@example(1_700_000_000.9999995)
+def test_utc_text_writes_the_instant_to_datetime_gives(epoch_s: float) -> None:
+    """Written from the day and the seconds within it, as the datetime itself writes it (a cached date
+    for each day met): the same text, fractions, rounding to the microsecond and days before 1970
+    included."""
+    dt = model.to_datetime(epoch_s)
+    expected = dt.strftime("%Y-%m-%dT%H:%M:%S") + (
+        f".{dt.microsecond:06d}".rstrip("0") if dt.microsecond else ""
+    )
+    assert model.utc_text(epoch_s) == expected + "Z"
+    assert model.utc_text(epoch_s) == expected + "Z"  # (the second time from the cached day)
