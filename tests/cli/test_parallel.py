@@ -247,32 +247,6 @@ def test_batches_in_flight_come_back_once_each_and_in_order() -> None:
     assert engine.accounts == len(batches)
 
 
-class _Noted(_Echo):
-    """An engine stand-in that leaves a file named after its process when it is freed."""
-
-    def __init__(self, marker: Path) -> None:
-        super().__init__(0)
-        self.marker = marker
-
-    def __del__(self) -> None:
-        Path(f"{self.marker}.{os.getpid()}").touch()
-
-
-def test_a_worker_leaves_its_state_to_the_operating_system(tmp_path: Path) -> None:
-    """Told to stop, a worker reports and exits at once, its state not freed object by object (that kept
-    the main process waiting at the join); it exits cleanly all the same."""
-    marker = tmp_path / "freed"
-    engine = parallel.ParallelEngine(2, lambda: cast(Engine, _Noted(marker)))
-    procs = list(engine._procs)
-    try:
-        engine.process([SignIn(_user_of(1, 2), "81.2.69.142", 1.7e9, "e1", True)])
-        engine.drain()
-    finally:
-        engine.close()
-    assert engine.accounts == 1 and [p.exitcode for p in procs] == [0]
-    assert [p.name for p in tmp_path.iterdir()] == []  # (the main process's own is still alive)
-
-
 def _user_of(share: int, processes: int) -> str:
     """An account that ``processes`` processes give to ``share`` (0: the main process's; the workers are
     forks of this process, so they hash alike)."""
