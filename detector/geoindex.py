@@ -122,9 +122,8 @@ class Names:
         if name is None:
             starts: Any = self.starts
             start, end = starts[k], starts[k + 1]
-            if not 0 <= start <= end <= len(self.text):
+            if not 0 <= start <= end <= len(self.text):  # (as index_locations checks in C)
                 raise ValueError("a place name past the names' text")
-                # (the file's own starts: read as the index was written, in C too)
             name = self.decoded[k] = bytes(self.text[start:end]).decode("utf-8")
         return name
 
