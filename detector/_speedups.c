@@ -40,7 +40,11 @@
    path (rules.advance: newer than the account's others, from its last address or not even possibly too
    fast), new states made in C; every other sign-in is left to the loop. Compiled by mypyc, that loop
    and the rule's functions were a third of a replay worker's time, much of it generic tuple access,
-   reference counting and calls; most of what is left is memory (the account's state, met again).
+   reference counting and calls; most of what is left is memory (the account's state, met again): so
+   each sign-in's account state is fetched toward the cache a few sign-ins ahead (prefetch_signin).
+
+   get_each(dict, keys, default): each key's value, and where those missing are (the address cache's
+   lookups in geoip.GeoIP.locate_many), each lookup's cache misses fetched a few keys ahead.
 
    pack_state(user, state) -> bytes | None: statecodec.pack for the common state (every visit located
    by GeoIP, no remembered alert), byte for byte; None for any other, and for anything it is not sure of
@@ -1293,6 +1297,120 @@ static PyObject *with_id(PyObject *ids, PyObject *event_id, Py_ssize_t limit)
 
 static int is_tuple_of(PyObject *v, Py_ssize_t n) { return PyTuple_Check(v) && PyTuple_GET_SIZE(v) >= n; }
 
+/* Looking a key up in a big dict (a replay's account states, its addresses met before: about 10^5 entries
+   each) is three cache misses one after the other: the hash table's slot, the entry it names, then the
+   key and value objects. dict_prefetch takes one of these steps for a key whose lookup is a few
+   sign-ins ahead, so that it finds them cached: step 0 fetches the slot, step 1 (once step 0 is done)
+   the entry, step 2 the key and value objects, and returns the value (borrowed; NULL when there is
+   none, or it is not there yet) for the caller to fetch what it will read of it. Only fetches: no
+   answer depends on it. It reads CPython 3.11's dict layout (Include/internal/pycore_dict.h: the
+   header below, the slots, then the entries), and with another version does nothing. Only the first
+   slot of the key's probe is fetched (most lookups end there). */
+#if PY_VERSION_HEX >= 0x030B0000 && PY_VERSION_HEX < 0x030C0000
+typedef struct {
+    Py_ssize_t dk_refcnt;
+    uint8_t dk_log2_size, dk_log2_index_bytes, dk_kind;
+    uint32_t dk_version;
+    Py_ssize_t dk_usable, dk_nentries;
+    char dk_indices[];
+} DictKeys311;
+#define DICT_KEYS_GENERAL_311 0 /* entries of hash, key, value; else of key, value */
+#endif
+
+static PyObject *dict_prefetch(PyObject *dict, PyObject *key, int step)
+{
+#ifdef DICT_KEYS_GENERAL_311
+    if (!PyUnicode_CheckExact(key) || ((PyDictObject *)dict)->ma_values != NULL) /* (a split table) */
+        return NULL;
+    Py_hash_t hash = ((PyASCIIObject *)key)->hash;
+    if (hash == -1) {
+        if (step != 0)
+            return NULL;
+        hash = PyObject_Hash(key); /* (a str's: cached in it, as the lookup would) */
+    }
+    const DictKeys311 *dk = (const DictKeys311 *)((PyDictObject *)dict)->ma_keys;
+    int width = dk->dk_log2_index_bytes - dk->dk_log2_size; /* log2 of a slot's bytes */
+    const char *slot = dk->dk_indices + (((size_t)hash & (((size_t)1 << dk->dk_log2_size) - 1)) << width);
+    if (step == 0) {
+        __builtin_prefetch(slot);
+        return NULL;
+    }
+    Py_ssize_t ix = width == 0 ? *(const int8_t *)slot : width == 1 ? *(const int16_t *)slot
+                  : width == 2 ? *(const int32_t *)slot : *(const int64_t *)slot;
+    if (ix < 0 || ix >= dk->dk_nentries)
+        return NULL;
+    const char *entries = dk->dk_indices + ((size_t)1 << dk->dk_log2_index_bytes);
+    PyObject *const *entry = dk->dk_kind == DICT_KEYS_GENERAL_311
+                                 ? (PyObject *const *)(entries + ix * 3 * sizeof(PyObject *)) + 1
+                                 : (PyObject *const *)(entries + ix * 2 * sizeof(PyObject *));
+    if (step == 1) {
+        __builtin_prefetch(entry);
+        return NULL;
+    }
+    if (entry[0] != NULL) { /* (a str's text follows its header: with an address's, past 64 bytes) */
+        __builtin_prefetch(entry[0]);
+        __builtin_prefetch((const char *)entry[0] + 64);
+    }
+    if (entry[1] != NULL)
+        __builtin_prefetch(entry[1]);
+    return entry[1];
+#else
+    (void)dict, (void)key, (void)step;
+    return NULL;
+#endif
+}
+
+/* What advance_run fetches for a sign-in a few places ahead (dict_prefetch's steps among them), each
+   step once the one before it is done: the sign-in, its fields, the lookup of its account's state (three
+   steps), the state's history and recent ids, their items, and what the duplicate check and the rule read
+   of those. AHEAD[s]: how many sign-ins ahead step s is taken. */
+static const Py_ssize_t AHEAD[] = {14, 12, 10, 8, 6, 4, 2, 1};
+#define PREFETCH_STEPS ((int)(sizeof(AHEAD) / sizeof(AHEAD[0])))
+
+static void prefetch_signin(PyObject *wanted, Py_ssize_t j, PyObject *held, int step)
+{
+    if (j >= PyList_GET_SIZE(wanted))
+        return;
+    PyObject *row = PyList_GET_ITEM(wanted, j);
+    if (step == 0) {
+        __builtin_prefetch(row);
+        return;
+    }
+    if (!is_tuple_of(row, 4))
+        return;
+    if (step == 1) { /* the account, the address, the time, the event id */
+        for (int i = 0; i < 4; i++)
+            __builtin_prefetch(PyTuple_GET_ITEM(row, i));
+        return;
+    }
+    PyObject *state = dict_prefetch(held, PyTuple_GET_ITEM(row, 0), step < 4 ? step - 2 : 2);
+    if (step < 5 || state == NULL || !is_tuple_of(state, 2))
+        return;
+    PyObject *history = PyTuple_GET_ITEM(state, 0), *ids = PyTuple_GET_ITEM(state, 1);
+    if (step == 5) {
+        __builtin_prefetch(history);
+        __builtin_prefetch(ids);
+        return;
+    }
+    if (!PyTuple_Check(history) || !PyTuple_Check(ids))
+        return;
+    Py_ssize_t count = PyTuple_GET_SIZE(history);
+    if (step == 6) { /* the visits and the recent ids */
+        for (Py_ssize_t i = 0; i < count; i++)
+            __builtin_prefetch(PyTuple_GET_ITEM(history, i));
+        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ids); i++)
+            __builtin_prefetch(PyTuple_GET_ITEM(ids, i));
+        return;
+    }
+    for (Py_ssize_t i = 0; i < count; i++) { /* each visit's event id; the last one's address, time, place */
+        PyObject *visit = PyTuple_GET_ITEM(history, i);
+        if (!is_tuple_of(visit, 4))
+            return;
+        for (int f = i == count - 1 ? 3 : 0; f >= 0; f--)
+            __builtin_prefetch(PyTuple_GET_ITEM(visit, f));
+    }
+}
+
 /* A Visit's time into *t, when it is one (a tuple of four, the time a float); else 0. */
 static int visit_time(PyObject *visit, double *t)
 {
@@ -1337,6 +1455,8 @@ static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t n
         return NULL;
     }
     for (; k < n; k++) {
+        for (int step = 0; step < PREFETCH_STEPS; step++)
+            prefetch_signin(wanted, k + AHEAD[step], held, step);
         PyObject *row = PyList_GET_ITEM(wanted, k), *location = PyList_GET_ITEM(located, k);
         if (location == Py_None || !is_tuple_of(row, 7) || PyTuple_GET_ITEM(row, 6) != Py_False)
             break; /* the provider's location or proxy flag: Engine._with_vendor */
@@ -1347,7 +1467,7 @@ static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             break;
         double t = PyFloat_AS_DOUBLE(time);
         PyObject *stored = PyDict_GetItemWithError(changes, user);
-        if (stored == NULL && !PyErr_Occurred())
+        if (stored == NULL && !PyErr_Occurred() && held != changes) /* (one dict, applied at once) */
             stored = PyDict_GetItemWithError(held, user);
         if (stored == NULL && PyErr_Occurred())
             return NULL;
@@ -1418,6 +1538,51 @@ static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             return NULL;
     }
     return PyLong_FromSsize_t(k);
+}
+
+/* get_each(mapping, keys, default) -> (values, missing): each key's value in the dict (``default`` where
+   it has none) and where those are, as its twin geoip.GeoIP.locate_many's loop over its address cache;
+   each lookup's steps fetched a few keys ahead (dict_prefetch: a batch's addresses in a cache of 10^5,
+   the lookups were a fifth of a replay worker's engine). */
+#define GET_AHEAD_SLOT 8
+#define GET_AHEAD_ENTRY 5
+#define GET_AHEAD_KEY 2
+static PyObject *get_each(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyDict_CheckExact(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "get_each(dict, list of keys, default)");
+        return NULL;
+    }
+    PyObject *mapping = args[0], *keys = args[1], *fallback = args[2];
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    PyObject *values = PyList_New(n), *missing = PyList_New(0);
+    if (values == NULL || missing == NULL)
+        goto fail;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (k + GET_AHEAD_SLOT < n)
+            dict_prefetch(mapping, PyList_GET_ITEM(keys, k + GET_AHEAD_SLOT), 0);
+        if (k + GET_AHEAD_ENTRY < n)
+            dict_prefetch(mapping, PyList_GET_ITEM(keys, k + GET_AHEAD_ENTRY), 1);
+        if (k + GET_AHEAD_KEY < n)
+            dict_prefetch(mapping, PyList_GET_ITEM(keys, k + GET_AHEAD_KEY), 2);
+        PyObject *value = PyDict_GetItemWithError(mapping, PyList_GET_ITEM(keys, k));
+        if (value == NULL) {
+            if (PyErr_Occurred())
+                goto fail;
+            value = fallback;
+            PyObject *at = PyLong_FromSsize_t(k);
+            int appended = at != NULL ? PyList_Append(missing, at) : -1;
+            Py_XDECREF(at);
+            if (appended < 0)
+                goto fail;
+        }
+        PyList_SET_ITEM(values, k, Py_NewRef(value));
+    }
+    return Py_BuildValue("(NN)", values, missing);
+fail:
+    Py_XDECREF(values);
+    Py_XDECREF(missing);
+    return NULL;
 }
 
 /* pack_state: statecodec.pack in C, for the states it can be sure of. */
@@ -2676,6 +2841,9 @@ static PyMethodDef methods[] = {
      "min_distance_km, history_size, history_window_s, screen_margin, raw_tail, recent_ids, "
      "earth_radius_km) -> int: the sign-ins from start that the rule's quick path decides, as "
      "Engine.process; where it stopped."},
+    {"get_each", (PyCFunction)(void (*)(void))get_each, METH_FASTCALL,
+     "get_each(dict, keys, default) -> (values, missing): each key's value (default where there is none) "
+     "and the places of those without one."},
     {"pack_state", (PyCFunction)(void (*)(void))pack_state, METH_FASTCALL,
      "pack_state(user, state) -> bytes | None: statecodec.pack's bytes, for a state of GeoIP-located visits "
      "without remembered alerts; None for any other (statecodec._pack writes it)."},

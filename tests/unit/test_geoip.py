@@ -8,12 +8,14 @@ import os
 import pickle
 import random
 from array import array
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector import geoindex
@@ -302,6 +304,75 @@ def test_locate_many_gives_and_counts_what_locate_of_each_gives(city_db: str) ->
         assert many.locate_many(batch) == [each.locate(ip) for ip in batch]
     assert many.stats == each.stats and many.stats.address_cache_hits > 1000
     assert many.stats.network_cache_hits > 500  # (the new ones were located together)
+
+
+class _SameHash(str):
+    """A key of a str subclass, every one with the same hash: each lookup of one walks a probe chain."""
+
+    def __hash__(self) -> int:
+        return 7
+
+
+class _Unequal:
+    """A key whose comparison fails, as a dict lookup that meets it must."""
+
+    def __hash__(self) -> int:
+        return hash("81.2.69.10")
+
+    def __eq__(self, other: object) -> bool:
+        raise RuntimeError("not comparable")
+
+
+_KEYS = st.one_of(
+    st.sampled_from([f"81.2.69.{i}" for i in range(40)]),
+    st.text(max_size=6),  # (non-ASCII ones among them)
+    st.integers(-3, 3),
+    st.builds(_SameHash, st.sampled_from("abc")),
+)
+
+
+def _twin_of_get_each(
+    mapping: dict[Any, Any], keys: list[Any], default: object
+) -> tuple[list[Any], list[int]]:
+    """``locate_many``'s loop over its address cache where ``_speedups`` is not built."""
+    values = [mapping.get(key, default) for key in keys]
+    return values, [k for k, value in enumerate(values) if value is default]
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="detector/_speedups.c is not built (make setup)")
+@settings(max_examples=300)
+@given(st.dictionaries(_KEYS, st.integers(), max_size=300), st.lists(_KEYS, max_size=60), st.data())
+def test_each_lookup_in_c_finds_what_the_dict_finds(
+    mapping: dict[Any, Any], keys: list[Any], data: st.DataObject
+) -> None:
+    """``get_each`` (the address cache's lookups, each one's cache misses fetched a few keys ahead) on
+    dicts of str keys only and of mixed ones, of 1- and 2-byte slots, with deleted entries, keys of one
+    hash, and keys given as new str objects (whose hash is not yet computed)."""
+    for key in (
+        data.draw(st.lists(st.sampled_from(sorted(mapping, key=repr)), max_size=20)) if mapping else []
+    ):
+        mapping.pop(key, None)  # (deleted entries: dummies in the table)
+    keys = [key.encode().decode() if type(key) is str else key for key in keys]
+    default = object()
+    assert SPEEDUPS.get_each(mapping, keys, default) == _twin_of_get_each(mapping, keys, default)
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="detector/_speedups.c is not built (make setup)")
+def test_each_lookup_in_c_in_a_big_dict_and_its_errors() -> None:
+    """A dict of 4-byte slots (an address cache's size), as many keys as a batch; and what a failing
+    comparison raises, and a dict that is not one, are refused as the dict would."""
+    rng = random.Random(3)
+    addresses = [f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(256)}" for _ in range(200_000)]
+    mapping = {ip: k for k, ip in enumerate(addresses[:100_000])}
+    keys = [ip.encode().decode() for ip in rng.sample(addresses, 8192)]
+    default = object()
+    values, missing = SPEEDUPS.get_each(mapping, keys, default)
+    assert (values, missing) == _twin_of_get_each(mapping, keys, default)
+    assert 0 < len(missing) < len(keys)
+    with pytest.raises(RuntimeError, match="not comparable"):
+        SPEEDUPS.get_each({"81.2.69.10": 1}, ["a"] * 20 + [_Unequal()], default)
+    with pytest.raises(TypeError, match="get_each"):
+        SPEEDUPS.get_each(Counter(mapping), keys, default)
 
 
 def _city_db_with_record_size(
