@@ -158,11 +158,11 @@ def _from_columns(columns: Columns) -> list[SignIn]:
     return events
 
 
-def _serve(conn: Connection, make_engine: Callable[[], Engine]) -> None:
+def _serve(conn: Connection, make_engine: Callable[[float], Engine], share: float) -> None:
     """A worker: evaluate batches until told to stop; then report how many accounts it holds."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (and stops us)
     try:
-        engine = make_engine()
+        engine = make_engine(share)
         while True:
             part = conn.recv()
             if part is None:
@@ -193,10 +193,11 @@ def _feed(conn: Connection, outbox: queue.SimpleQueue[Any]) -> None:
 
 class ParallelEngine:
     """``Engine``'s batch interface over ``processes`` processes: this one and ``processes - 1`` workers,
-    each running ``make_engine()``'s engine on its share of the accounts (see ``owners``; a worker runs
-    the factory after the fork)."""
+    each running ``make_engine(share)``'s engine on its share of the accounts (see ``owners``; ``share``
+    is that fraction of them, for the engine to size its store by; a worker runs the factory after the
+    fork)."""
 
-    def __init__(self, processes: int, make_engine: Callable[[], Engine]) -> None:
+    def __init__(self, processes: int, make_engine: Callable[[float], Engine]) -> None:
         if not 2 <= processes <= 256:  # (--workers allows 256: a bucket's owner is a byte)
             raise ValueError("replay shares accounts out among 2 to 256 processes")
         context = multiprocessing.get_context("fork")
@@ -212,7 +213,10 @@ class ParallelEngine:
             for k in range(processes - 1):
                 ours, theirs = context.Pipe()
                 proc = context.Process(
-                    target=_serve, args=(theirs, make_engine), name=f"replay-worker-{k}", daemon=True
+                    target=_serve,
+                    args=(theirs, make_engine, self._share(k + 1)),
+                    name=f"replay-worker-{k}",
+                    daemon=True,
                 )
                 proc.start()
                 theirs.close()
@@ -226,7 +230,7 @@ class ParallelEngine:
                 feeder.start()
                 self._outboxes.append(outbox)
                 self._feeders.append(feeder)
-            self._local = make_engine()  # (made after the forks: the workers make their own)
+            self._local = make_engine(self._share(0))  # (made after the forks: the workers make their own)
         except BaseException:
             self.close()
             raise
@@ -274,6 +278,10 @@ class ParallelEngine:
         for conn in self._conns:
             conn.close()
         self._conns, self._procs, self._outboxes, self._feeders = [], [], [], []
+
+    def _share(self, k: int) -> float:
+        """The fraction of the accounts that process ``k`` gets (0: the main process)."""
+        return self._owned.count(k) / len(self._owned)
 
     def _receive(self, k: int, expected: str) -> tuple[Any, ...]:
         try:

@@ -230,7 +230,7 @@ def test_batches_in_flight_come_back_once_each_and_in_order() -> None:
         [SignIn(users[b % 3], "81.2.69.142", 1.7e9 + i, f"b{b}-{i}", True) for i in range(40_000)]
         for b in range(3 * parallel.IN_FLIGHT + 1)
     ]
-    engine = parallel.ParallelEngine(3, lambda: cast(Engine, _Echo(4 << 20)))
+    engine = parallel.ParallelEngine(3, lambda share: cast(Engine, _Echo(4 << 20)))
     try:
         answers = [engine.process(batch, ["bad line"] * b) for b, batch in enumerate(batches)]
         last = engine.drain()
@@ -245,6 +245,36 @@ def test_batches_in_flight_come_back_once_each_and_in_order() -> None:
     assert [(first, n) for first, n, _ in last.alerts] == [(batches[b][0].event_id, 40_000) for b in rest]
     assert last.tally.by_result["rejected"] == sum(rest)
     assert engine.accounts == len(batches)
+
+
+class _Share(_Echo):
+    """Answers each batch with the fraction of the accounts its engine was made for."""
+
+    def __init__(self, share: float) -> None:
+        super().__init__(0)
+        self.share = share
+
+    def process(self, events: list[SignIn]) -> BatchResult:
+        return BatchResult(alerts=[(events[0].user, self.share)])
+
+
+def test_each_engine_is_made_for_its_share_of_the_accounts() -> None:
+    """The replay sizes each engine's store by it (``state_cache_size`` in all): a worker's share is
+    larger than the main process's, so an equal split of the store kept fewer of a worker's accounts
+    ready than it held."""
+    users = [_user_of(share, 3) for share in (0, 1, 2)]
+    engine = parallel.ParallelEngine(3, lambda share: cast(Engine, _Share(share)))
+    try:  # (a batch for each process: each batch's answer is one process's alone)
+        answers = [engine.process([SignIn(user, "81.2.69.142", 1.7e9, "e", True)]) for user in users]
+        alerts = [alert for answer in [*answers, engine.drain()] for alert in answer.alerts]
+    finally:
+        engine.close()
+    total = parallel.LOCAL_WEIGHT + 2 * parallel.WORKER_WEIGHT
+    assert alerts == [
+        (users[0], parallel.LOCAL_WEIGHT / total),
+        (users[1], parallel.WORKER_WEIGHT / total),
+        (users[2], parallel.WORKER_WEIGHT / total),
+    ]
 
 
 def _user_of(share: int, processes: int) -> str:
