@@ -1466,6 +1466,11 @@ static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t n
     for (; k < n; k++) {
         for (int step = 0; step < PREFETCH_STEPS; step++)
             prefetch_signin(wanted, k + AHEAD[step], held, step);
+        if (k + 2 < n) { /* its location: the rule reads its coordinates, make its collector's header */
+            PyObject *ahead = PyList_GET_ITEM(located, k + 2);
+            __builtin_prefetch(ahead);
+            __builtin_prefetch((const char *)ahead - 2 * sizeof(uintptr_t)); /* (PyGC_Head) */
+        }
         PyObject *row = PyList_GET_ITEM(wanted, k), *location = PyList_GET_ITEM(located, k);
         if (location == Py_None || !is_tuple_of(row, 7) || PyTuple_GET_ITEM(row, 6) != Py_False)
             break; /* the provider's location or proxy flag: Engine._with_vendor */
@@ -1524,11 +1529,18 @@ static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t n
             }
             outcome = same_ip ? outcome_same_ip : (success ? outcome_plausible : outcome_failure_checked);
         }
+        /* The new history and recent ids hold what the old ones held, and one more: where the old one
+           is untracked and the one more settled, so is the new one, untracked here (make would walk
+           it, and read the collector's header of every old visit or id: a cache miss each). */
         PyObject *state = NULL, *visits = NULL, *recent = with_id(ids, event_id, (Py_ssize_t)policy[6]);
+        if (recent != NULL && !PyObject_GC_IsTracked(ids) && !may_be_tracked(event_id))
+            PyObject_GC_UnTrack(recent);
         if (success) {
             PyObject *fields[5] = {args[6], event_id, ip, time, location};
             PyObject *visit = make(NULL, fields, 5);
             visits = visit != NULL ? append_visit(history, visit, t, policy) : NULL;
+            if (visits != NULL && !PyObject_GC_IsTracked(history) && !may_be_tracked(visit))
+                PyObject_GC_UnTrack(visits);
             Py_XDECREF(visit);
         }
         else

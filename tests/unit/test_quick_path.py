@@ -4,13 +4,24 @@ built), over streams with every kind of sign-in the loop handles itself in betwe
 
 from __future__ import annotations
 
+from typing import cast
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector import engine as engine_module
 from detector.engine import Engine
-from detector.model import DatabaseInfo, Location, SignIn
+from detector.model import (
+    AccountState,
+    DatabaseInfo,
+    Location,
+    SignIn,
+    Visit,
+    make,
+    new_database_info,
+    new_location,
+)
 from detector.rules import Policy
 from detector.state import CompactStore, MemoryStore, PartitionedStore
 from detector.statecodec import pack
@@ -133,3 +144,43 @@ def test_an_engine_that_applies_at_once_ends_each_batch_as_one_that_commits(
 def test_applying_at_once_needs_a_store_that_can_be_changed_in_place() -> None:
     with pytest.raises(TypeError, match="PartitionedStore cannot be changed in place"):
         Engine(Policy(), Places(), PartitionedStore(Places().locate), apply_at_once=True)
+
+
+@pytest.mark.skipif(engine_module.SPEEDUPS is None, reason="detector/_speedups.c is not built (make setup)")
+def test_the_states_made_in_c_stay_tracked_where_they_could_hold_a_cycle() -> None:
+    """``advance_run`` untracks a new history or recent ids made from an untracked one (what ``make``
+    would conclude, walking it): an account's history that holds a visit the collector tracks (here one
+    holding a list) must stay tracked, or a cycle through it would never be collected."""
+    import gc
+    import weakref
+
+    class Marker:
+        pass
+
+    class Here(Places):  # (a Location as GeoIP makes them: untracked, as it holds no container)
+        def locate_many(self, ips: list[str]) -> list[Location | None]:
+            return [here for _ in ips]
+
+    db = new_database_info("GeoLite2-City", 1_700_000_000, "/test.mmdb")
+    here = new_location(51.5074, -0.1278, 10.0, "GB", "London", False, db)
+    box: list[object] = []
+    odd = Visit("e-0", "81.2.69.10", T0 - 60, cast(Location, box))  # (a tuple made at run time: tracked)
+    plain = make(Visit, "e-1", "81.2.69.10", T0 - 30, here)
+    assert not gc.is_tracked(here) and not gc.is_tracked(plain)
+    store = MemoryStore()
+    store.put("alice", make(AccountState, (odd, plain), ("e-0", "e-1"), ()))
+    store.put("bob", make(AccountState, (plain,), ("e-1",), ()))
+    engine = Engine(Policy(), Here(), store, clock=lambda: T0)
+    for user in ("alice", "bob"):
+        engine.commit(engine.process([SignIn(user, "81.2.69.11", T0, "e-2", True)]))
+    alice, bob = store.get("alice"), store.get("bob")
+    assert alice is not None and bob is not None
+    assert len(alice.visits) == 3 and gc.is_tracked(alice.visits) and gc.is_tracked(alice)
+    assert not any(map(gc.is_tracked, (bob, bob.visits, bob.recent_ids)))  # (each made from settled ones)
+    marker = Marker()
+    gone = weakref.ref(marker)
+    box += [alice, marker]
+    del alice, odd, marker, box
+    store.delete("alice")
+    gc.collect()
+    assert gone() is None
