@@ -22,7 +22,7 @@ from detector.identity import AccountIds
 from detector.ingest import Ingest
 from detector.known import AsnDatabase, ExceptionsFile
 from detector.model import utc_text
-from detector.parallel import ParallelEngine, resolve_workers
+from detector.parallel import ParallelEngine, resolve_workers, share_of_store
 from detector.reorder import FileOrder
 from detector.rules import Policy
 from detector.sinks import AlertFile, RejectsFile
@@ -265,12 +265,8 @@ def replay(
 
         def worker_engine(share: float) -> Engine:
             # The database as opened here, forked: its file is mapped (shared, read-only), its caches
-            # still empty and from now on each worker's own. Each engine keeps its share of the
-            # state_cache_size accounts ready (a worker takes more accounts than the main process: with
-            # an equal split, a worker of the benchmark's 10^6 lines held more than it kept, and packed
-            # and unpacked accounts all the way through).
-            hot = max(1, round(settings.state_cache_size * share))
-            store = CompactStore(geo.locate, hot)
+            # still empty and from now on each worker's own.
+            store = CompactStore(geo.locate, share_of_store(settings.state_cache_size, share))
             return build_engine(settings, geo, clock, exceptions, store=store, apply_at_once=True)
 
         engine = ParallelEngine(workers, worker_engine)

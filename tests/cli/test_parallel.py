@@ -9,6 +9,7 @@ import os
 import random
 import re
 import signal
+from collections import Counter
 from pathlib import Path
 from typing import cast
 
@@ -275,6 +276,20 @@ def test_each_engine_is_made_for_its_share_of_the_accounts() -> None:
         (users[1], parallel.WORKER_WEIGHT / total),
         (users[2], parallel.WORKER_WEIGHT / total),
     ]
+
+
+def test_each_engine_keeps_ready_its_share_of_the_accounts_and_their_spread() -> None:
+    """``state_cache_size`` shared out by each process's share of the accounts, with room for the
+    unevenness of a share by hash: 100,000 accounts that fit the setting fit every process's part of it."""
+    rng = random.Random(5)  # (a str's hash changes from run to run: buckets drawn alike, but fixed)
+    for processes in (2, 3, 8):
+        owned = parallel.owners(processes)
+        held = Counter(owned[rng.randrange(len(owned))] for _ in range(100_000))
+        for k in range(processes):
+            share = owned.count(k) / len(owned)
+            size = parallel.share_of_store(100_000, share)
+            assert held[k] <= size <= 100_000 * share * 1.05
+    assert parallel.share_of_store(1, 0.5) == 2 and parallel.share_of_store(0, 0.5) == 1
 
 
 def _user_of(share: int, processes: int) -> str:
