@@ -55,12 +55,13 @@
    GeoIP meets (its f-string, interpreted, costs 1.5 us a place, compiled by mypyc 2.5 us; here 1.0, and 0.25 for
    ASCII names).
 
-   pack_signins(events, n) -> [(blob, special) | None] * n and unpack_signins(blob, special,
+   pack_signins(events, n) -> ([(blob, special) | None] * n, [places] * n) and unpack_signins(blob, special,
    signin_type) -> list[SignIn]: a replay batch shared out among n worker processes (parallel.py), each
    account always to the worker its str hash names, each worker's sign-ins as one bytes object (as
    columns of strings, split, pickled and rebuilt, the bench slice's batches took 0.23 s of CPU, about
    6% of the replay's; packed, 0.13 s). A sign-in with a vendor location, a proxy flag or a text that
-   UTF-8 cannot hold (a lone surrogate) goes whole in ``special``, by its place in the share.
+   UTF-8 cannot hold (a lone surrogate) goes whole in ``special``, by its place in the share. ``places``:
+   where each of a share's sign-ins is in the batch (int32s), to put the shares' alerts in batch order.
 
    index_locations(...): the Location of each of a batch's new places, read from the record index's
    columns (geoip.GeoIP._locations; its twin, RecordIndex.fields and GeoIP._location, took 2-3 us a
@@ -1893,10 +1894,17 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
     Py_ssize_t m = PyList_GET_SIZE(events);
     Packed *packed = PyMem_Calloc(m ? m : 1, sizeof(Packed));
     Py_ssize_t *size = PyMem_Calloc(n, sizeof(Py_ssize_t)), *count = PyMem_Calloc(n, sizeof(Py_ssize_t));
+    Py_ssize_t *placed = PyMem_Calloc(n, sizeof(Py_ssize_t)); /* sign-ins of each share, the kept one too */
     char **at = PyMem_Calloc(n, sizeof(char *));
+    int32_t **place = PyMem_Calloc(n, sizeof(int32_t *));
     PyObject *blobs = PyList_New(n), *specials = PyList_New(n), *kept = PyList_New(0), *out = NULL;
-    if (packed == NULL || size == NULL || count == NULL || at == NULL || blobs == NULL || specials == NULL ||
-        kept == NULL) {
+    PyObject *places = PyList_New(n);
+    if (m > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "pack_signins: a batch of 2**31 sign-ins or more");
+        goto done;
+    }
+    if (packed == NULL || size == NULL || count == NULL || placed == NULL || at == NULL || place == NULL ||
+        blobs == NULL || specials == NULL || kept == NULL || places == NULL) {
         PyErr_NoMemory();
         goto done;
     }
@@ -1904,6 +1912,7 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
         Packed *p = &packed[i];
         if (pack_one(PyList_GET_ITEM(events, i), buckets, owners, keep, p) < 0)
             goto done;
+        placed[p->owner]++;
         if (p->owner == keep) { /* the share kept as it is: its sign-ins themselves, not a copy */
             if (PyList_Append(kept, PyList_GET_ITEM(events, i)) < 0)
                 goto done;
@@ -1921,9 +1930,15 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
             goto done;
         at[k] = count[k] ? PyBytes_AS_STRING(blob) : NULL;
         count[k] = 0; /* from here: the place of the next sign-in in the worker's share */
+        PyObject *where = PyBytes_FromStringAndSize(NULL, placed[k] * (Py_ssize_t)sizeof(int32_t));
+        PyList_SET_ITEM(places, k, where);
+        if (where == NULL)
+            goto done;
+        place[k] = (int32_t *)PyBytes_AS_STRING(where);
     }
     for (Py_ssize_t i = 0; i < m; i++) {
         Packed *p = &packed[i];
+        *place[p->owner]++ = (int32_t)i;
         if (p->owner == keep)
             continue;
         char *w = at[p->owner];
@@ -1968,14 +1983,18 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
         }
         PyList_SET_ITEM(out, k, item);
     }
+    Py_SETREF(out, PyTuple_Pack(2, out, places));
 done:
     PyMem_Free(packed);
     PyMem_Free(size);
     PyMem_Free(count);
+    PyMem_Free(placed);
     PyMem_Free(at);
+    PyMem_Free(place);
     Py_XDECREF(blobs);
     Py_XDECREF(specials);
     Py_XDECREF(kept);
+    Py_XDECREF(places);
     return out;
 }
 
@@ -2869,9 +2888,10 @@ static PyMethodDef methods[] = {
      "pack_state(user, state) -> bytes | None: statecodec.pack's bytes, for a state of GeoIP-located visits "
      "without remembered alerts; None for any other (statecodec._pack writes it)."},
     {"pack_signins", pack_signins, METH_VARARGS,
-     "pack_signins(events, n[, owners[, keep]]) -> list: for each of n shares None, or (blob, special): its "
-     "sign-ins (every account to the share hash(user) % n names, or owners[hash(user) % len(owners)]) as "
-     "unpack_signins takes them; share keep's as a list of its sign-ins themselves."},
+     "pack_signins(events, n[, owners[, keep]]) -> (parts, places): for each of n shares None, or (blob, "
+     "special): its sign-ins (every account to the share hash(user) % n names, or "
+     "owners[hash(user) % len(owners)]) as unpack_signins takes them; share keep's as a list of its "
+     "sign-ins themselves; and for each share, where its sign-ins are in the batch (native int32s)."},
     {"unpack_signins", unpack_signins, METH_VARARGS,
      "unpack_signins(blob, special, signin_type) -> list: the sign-ins pack_signins packed."},
     {NULL, NULL, 0, NULL},

@@ -92,29 +92,6 @@ def count_rejected(tally: Tally, reasons: Iterable[str]) -> None:
         tally.rejected_by_reason[reason_code(reason)] += 1
 
 
-def in_batch_order(events: list[SignIn], parts: list[list[Alert]]) -> list[Alert]:
-    """Alerts of several engines (each with its own accounts) over one batch, in the order one engine
-    raises them: by the position of the sign-in that raised each (the later-placed of its pair within
-    this batch; the other may be older history). Compiled: its loop over the batch took 4% of the
-    replay's main process when interpreted (in ``parallel``), 2% with a generic lookup of ``.user``."""
-    alerting = {alert.user for alerts in parts for alert in alerts}
-    position: dict[tuple[str, str | None], int] = {}
-    for i, e in enumerate(events):
-        user = e[0]  # (.user: compiled, a named tuple's field by name is a generic attribute lookup)
-        if user in alerting:  # (the few accounts that alerted: a batch holds thousands)
-            position.setdefault((user, e.event_id), i)  # a re-delivery in the batch raises nothing
-    keyed: list[tuple[int, int, Alert]] = []
-    for alerts in parts:
-        for j, alert in enumerate(alerts):
-            at = max(
-                position.get((alert.user, alert.previous.event_id), -1),
-                position.get((alert.user, alert.current.event_id), -1),
-            )
-            keyed.append((at, j, alert))
-    keyed.sort(key=lambda t: (t[0], t[1]))
-    return [alert for _, _, alert in keyed]
-
-
 @dataclass
 class BatchResult:
     """What a batch concluded, not yet applied: alerts, the new state of each account it touched, and
@@ -122,6 +99,8 @@ class BatchResult:
     but an engine that applies at once (replay) has changed its store already, and leaves ``changes`` empty."""
 
     alerts: list[Alert] = field(default_factory=list)
+    # Where each alert was raised: the place, in the sign-ins given to ``process``, of the one that raised it.
+    raised_at: list[int] = field(default_factory=list)
     changes: dict[str, AccountState] = field(default_factory=dict)
     tally: Tally = field(default_factory=Tally)
     candidates: list[Candidate] = field(default_factory=list)
@@ -214,8 +193,9 @@ class Engine:
         # Each sign-in's fields by position (model.SignIn) in a plain tuple: compiled, an item of a tuple,
         # where an attribute (or an item of the named tuple) is a generic lookup.
         wanted: list[tuple[Any, ...]] = []
+        wanted_at: list[int] | None = None  # where each of ``wanted`` is in ``events``, once they differ
         any_trusted = bool(trusted)
-        for event in events:
+        for i, event in enumerate(events):
             row: tuple[Any, ...] = event
             if row[2] > newest:  # (2: time)
                 newest = row[2]
@@ -224,6 +204,10 @@ class Engine:
             elif any_trusted and trusted.contains(row[1]):  # (1: ip)
                 by_result["trusted"] += 1
             else:
+                if wanted_at is not None:
+                    wanted_at.append(i)
+                elif len(wanted) < i:
+                    wanted_at = [*range(len(wanted)), i]
                 wanted.append(row)
         located = self.geo.locate_many([row[1] for row in wanted])  # (1: ip)
         # The batch's accounts as the store holds them, in one call (not one call a sign-in into the store);
@@ -289,6 +273,7 @@ class Engine:
             for alert in decision.alerts:
                 tally.alerts_by_severity[alert.severity] += 1
                 result.alerts.append(alert)
+                result.raised_at.append(k if wanted_at is None else wanted_at[k])
         if SPEEDUPS is not None:  # (a list.count of each kind compared every item with it: 5% of replay)
             SPEEDUPS.count_into(by_outcome, outcomes)
         else:

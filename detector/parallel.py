@@ -30,7 +30,7 @@ from multiprocessing.connection import Connection
 from operator import itemgetter
 from typing import Any, cast
 
-from detector.engine import BatchResult, Engine, Tally, count_rejected, in_batch_order
+from detector.engine import BatchResult, Engine, Tally, count_rejected
 from detector.errors import DetectorError
 from detector.model import SPEEDUPS, Alert, SignIn
 
@@ -96,19 +96,24 @@ def share_of_store(accounts: int, share: float) -> int:
     return max(1, round(expected + 3 * math.sqrt(expected * (1 - share))))
 
 
-def _split(events: list[SignIn], n: int, owned: bytes | None = None, keep: int = -1) -> list[Any]:
+def _split(
+    events: list[SignIn], n: int, owned: bytes | None = None, keep: int = -1
+) -> tuple[list[Any], list[bytes]]:
     """Each of ``n`` shares of the batch, ready for the pipe (None: nothing for that one); every account
     always to the same share, the one its str hash names (fixed for this process's life): ``hash % n``,
     or the owner of its bucket in ``owned`` (see ``owners``). Share ``keep`` (the main process's own) is
-    the list of its sign-ins themselves: packing and unpacking it took a tenth of the main process."""
+    the list of its sign-ins themselves: packing and unpacking it took a tenth of the main process.
+    And for each share, where its sign-ins are in the batch (native int32s): the place of each alert's
+    sign-in in the batch, so that the batch itself need not be kept, and looked through, to order them."""
     if SPEEDUPS is not None:
-        parts: list[Any] = SPEEDUPS.pack_signins(events, n, owned, keep)
-        return parts
-    parts = []
+        split: tuple[list[Any], list[bytes]] = SPEEDUPS.pack_signins(events, n, owned, keep)
+        return split
+    parts, places = [], []
     for k, share in enumerate(_shares(events, n, owned)):
         signins = [events[i] for i in share]
         parts.append(None if not share else signins if k == keep else _columns(signins))
-    return parts
+        places.append(array("i", share).tobytes())
+    return parts, places
 
 
 def _events(part: Part) -> list[SignIn]:
@@ -181,7 +186,7 @@ def _serve(conn: Connection, make_engine: Callable[[float], Engine], share: floa
                 return
             result = engine.process(_events(part))
             engine.commit(result)
-            conn.send(("ok", result.alerts, result.tally))
+            conn.send(("ok", result.alerts, result.raised_at, result.tally))
     except BaseException:  # reported to the parent, which fails the replay with it
         with contextlib.suppress(OSError):  # (unless the parent is gone)
             conn.send(("error", traceback.format_exc()))
@@ -202,6 +207,20 @@ def _feed(conn: Connection, outbox: queue.SimpleQueue[Any]) -> None:
             return
 
 
+def _in_batch_order(raised: list[tuple[list[Alert], list[int], bytes]]) -> tuple[list[Alert], list[int]]:
+    """The alerts of several engines (each with its own accounts) over one batch, in the order one engine
+    raises them, and where each was raised in the batch: for each engine its alerts, where each was
+    raised among the engine's sign-ins (``BatchResult.raised_at``), and where those are in the batch
+    (``_split``'s places). (The sort is stable: the alerts of one sign-in keep their order.)"""
+    keyed: list[tuple[int, Alert]] = []
+    for alerts, raised_at, places in raised:
+        where = memoryview(places).cast("i")
+        keyed += [(where[at], alert) for at, alert in zip(raised_at, alerts, strict=True)]
+    if len(raised) > 1:
+        keyed.sort(key=itemgetter(0))
+    return [alert for _, alert in keyed], [at for at, _ in keyed]
+
+
 class ParallelEngine:
     """``Engine``'s batch interface over ``processes`` processes: this one and ``processes - 1`` workers,
     each running ``make_engine(share)``'s engine on its share of the accounts (see ``owners``; ``share``
@@ -217,7 +236,7 @@ class ParallelEngine:
         self._owned = owners(processes)
         self._conns: list[Connection] = []
         self._procs: list[Any] = []
-        self._pending: list[tuple[list[SignIn], list[bool], list[str], BatchResult]] = []
+        self._pending: list[tuple[list[bytes], list[bool], list[str], BatchResult]] = []
         self._outboxes: list[queue.SimpleQueue[Any]] = []
         self._feeders: list[threading.Thread] = []
         try:
@@ -250,13 +269,13 @@ class ParallelEngine:
         """Hand this batch to the workers and evaluate this process's share of it; returns the result of
         the batch ``IN_FLIGHT`` before it (empty for the first ones)."""
         events = events if isinstance(events, list) else list(events)
-        ours, *parts = _split(events, len(self._conns) + 1, self._owned, keep=0)
+        (ours, *parts), places = _split(events, len(self._conns) + 1, self._owned, keep=0)
         for outbox, part in zip(self._outboxes, parts, strict=True):
             if part is not None:
                 outbox.put(part)
         local = self._local.process(ours) if ours is not None else BatchResult()
         self._local.commit(local)
-        self._pending.append((events, [part is not None for part in parts], list(rejected), local))
+        self._pending.append((places, [part is not None for part in parts], list(rejected), local))
         return self._collect() if len(self._pending) > IN_FLIGHT else BatchResult()
 
     def drain(self) -> BatchResult:
@@ -265,6 +284,7 @@ class ParallelEngine:
         while self._pending:
             last = self._collect()
             result.alerts += last.alerts
+            result.raised_at += last.raised_at
             result.tally.merge(last.tally)
         for outbox in self._outboxes:
             outbox.put(None)
@@ -310,18 +330,15 @@ class ParallelEngine:
     def _collect(self) -> BatchResult:
         """The oldest batch's result (each worker answers its batches in the order they came)."""
         result = BatchResult()
-        events, busy, rejected, local = self._pending.pop(0)
+        places, busy, rejected, local = self._pending.pop(0)
         count_rejected(result.tally, rejected)
         result.tally.merge(local.tally)
-        parts: list[list[Alert]] = [local.alerts] if local.alerts else []
+        raised = [(local.alerts, local.raised_at, places[0])] if local.alerts else []
         for k, sent in enumerate(busy):
             if sent:
-                alerts, tally = self._receive(k, "ok")
+                alerts, at, tally = self._receive(k, "ok")
                 result.tally.merge(tally)
                 if alerts:
-                    parts.append(alerts)
-        if len(parts) == 1:
-            result.alerts = parts[0]
-        elif parts:
-            result.alerts = in_batch_order(events, parts)
+                    raised.append((alerts, at, places[k + 1]))
+        result.alerts, result.raised_at = _in_batch_order(raised)
         return result

@@ -179,13 +179,16 @@ def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins(
     odd = [e._replace(user=f"\udc80{e.user}") if k % 7 == 0 else e for k, e in enumerate(plain)]
     for batch in (events, proxies_only, plain, odd, []):
         for n in (1, 3):
-            parts = parallel._split(batch, n)
+            parts, places = parallel._split(batch, n)
             assert len(parts) == n
-            kept = parallel._split(batch, n, None, keep=n - 1)  # (the last share: its sign-ins themselves)
+            kept, kept_places = parallel._split(batch, n, None, keep=n - 1)  # (the last share: its sign-ins)
             assert kept[:-1] == parts[:-1] and (kept[-1] or []) == [
                 batch[i] for i in parallel._shares(batch, n)[-1]
             ]
             shares = parallel._shares(batch, n)  # (the twin's ownership: hash(user) % n)
+            # where each share's sign-ins are in the batch, the kept share's too
+            assert [list(memoryview(p).cast("i")) for p in places] == shares
+            assert kept_places == places
             for part, share in zip(parts, shares, strict=True):
                 assert (part is None) == (not share)
                 back = parallel._events(pickle.loads(pickle.dumps(part))) if part is not None else []
@@ -195,7 +198,7 @@ def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins(
             owners = {batch[i].user: k for k, share in enumerate(shares) for i in share}
             assert all(owners[batch[i].user] == k for k, share in enumerate(shares) for i in share)
     if built:  # a damaged blob is refused, not read past its end
-        blob, special = parallel._split(plain, 1)[0]
+        blob, special = parallel._split(plain, 1)[0][0]
         for cut in (blob[:-1], blob[:5], blob + b"x"):
             with pytest.raises(ValueError, match="truncated"):
                 SPEEDUPS.unpack_signins(cut, special, SignIn)
@@ -214,7 +217,8 @@ class _Echo:
         self.accounts += len({e.user for e in events})
         tally = Tally()
         tally.by_result["ok"] = len(events)
-        return BatchResult(alerts=[(events[0].event_id, len(events), os.urandom(self.size))], tally=tally)
+        alert = (events[0].event_id, len(events), os.urandom(self.size))
+        return BatchResult(alerts=[alert], raised_at=[0], tally=tally)
 
     def commit(self, result: BatchResult) -> None:
         pass
@@ -256,7 +260,7 @@ class _Share(_Echo):
         self.share = share
 
     def process(self, events: list[SignIn]) -> BatchResult:
-        return BatchResult(alerts=[(events[0].user, self.share)])
+        return BatchResult(alerts=[(events[0].user, self.share)], raised_at=[0])
 
 
 def test_each_engine_is_made_for_its_share_of_the_accounts() -> None:
@@ -314,9 +318,9 @@ def test_the_main_process_takes_fewer_accounts_than_a_worker() -> None:
     )
     for k, share in enumerate(shares):
         assert all(owned[hash(events[i].user) % len(owned)] == k for i in share)
-        part = parallel._split(events, 3, owned)[k]
+        part = parallel._split(events, 3, owned)[0][k]
         assert part is not None and parallel._events(part) == [events[i] for i in share]
-        kept = parallel._split(events, 3, owned, keep=k)
+        kept = parallel._split(events, 3, owned, keep=k)[0]
         assert kept[k] is not None and all(a is events[i] for a, i in zip(kept[k], share, strict=True))
         assert [parallel._events(p) for j, p in enumerate(kept) if j != k] == [
             [events[i] for i in other] for j, other in enumerate(shares) if j != k

@@ -92,8 +92,14 @@ def _replay(batches: list[list[SignIn]], policy: Policy) -> list[object]:
     seen: list[object] = []
     for batch in batches:
         result = engine.process(batch)
-        seen.append((result.alerts, result.changes, result.tally))
+        seen.append((result.alerts, result.raised_at, result.changes, result.tally))
         engine.commit(result)
+        # each alert raised by a sign-in of its pair, in batch order (not always the first place of that
+        # sign-in: a re-delivery beyond the id memory is evaluated again)
+        assert len(result.raised_at) == len(result.alerts) and result.raised_at == sorted(result.raised_at)
+        for alert, at in zip(result.alerts, result.raised_at, strict=True):
+            assert batch[at].user == alert.user
+            assert batch[at].event_id in (alert.previous.event_id, alert.current.event_id)
     return seen
 
 
