@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -217,6 +218,26 @@ def test_pack_in_c_writes_the_bytes_of_its_python_twin(user: str, state: Account
     assert packed is None or packed == twin
 
 
+@settings(max_examples=100)
+@given(st.lists(st.tuples(st.text(min_size=1, max_size=40), states | any_states), max_size=30))
+def test_packing_many_is_packing_each(pairs: list[tuple[str, AccountState]]) -> None:
+    """``pack_many`` (in C, each state fetched ahead; the states C leaves go to the twin) gives each
+    state's ``pack``, in order; what the twin refuses it refuses too."""
+    from detector import statecodec
+
+    users, each = [u for u, _ in pairs], [s for _, s in pairs]
+    try:
+        expected = [statecodec._pack(u, s) for u, s in pairs]
+    except (ValueError, struct.error, OverflowError) as refused:
+        with pytest.raises(type(refused)):
+            statecodec.pack_many(users, each)
+        return
+    assert statecodec.pack_many(users, each) == expected
+    if statecodec.SPEEDUPS is not None:
+        with pytest.raises(TypeError, match="one length"):
+            statecodec.SPEEDUPS.pack_states(users, [*each, each[0] if each else AccountState()])
+
+
 def test_pack_takes_the_common_state_in_c() -> None:
     from detector import statecodec
 
@@ -234,3 +255,42 @@ def test_pack_takes_the_common_state_in_c() -> None:
     packed = statecodec.SPEEDUPS.pack_state("alice", state)
     assert packed is not None and packed == statecodec._pack("alice", state) == pack("alice", state)
     assert unpack(packed, lambda ip: here) == ("alice", state)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["add", "find", "remove"]),
+            st.sampled_from([0, 1, 7, 1024, 2048, 0xFFFFFFFF, 0xFFFFFC00]),  # (marks that share slots)
+            st.integers(0, 40),
+        ),
+        max_size=300,
+    )
+)
+def test_the_index_in_c_is_its_python_twin(operations: list[tuple[str, int, int]]) -> None:
+    """``_Index``'s probes in C (``_speedups.index_*``) and in Python: the same slots found, the same
+    tables after each step (tombstones, growth past 1,024 entries, marks that collide included)."""
+    from detector import state as state_module
+
+    speedups = state_module.SPEEDUPS
+    if speedups is None:
+        pytest.skip("detector/_speedups.c is not built (make setup)")
+
+    def apply(index: Any, built: Any, op: str, mark: int, slot: int) -> int | None:
+        state_module.SPEEDUPS = built
+        try:
+            if op == "add":
+                index.add(mark, slot)
+            elif op == "remove":
+                index.remove(mark, slot)
+            else:
+                return int(index.find(mark, lambda s: s % 3 == slot % 3))
+            return None
+        finally:
+            state_module.SPEEDUPS = speedups
+
+    c, twin = state_module._Index(), state_module._Index()
+    for op, mark, slot in operations * 8:  # (the table grows, and fills with removed entries)
+        assert apply(c, speedups, op, mark, slot) == apply(twin, None, op, mark, slot)
+        assert (c._marks, c._slots, c._used, c._mask) == (twin._marks, twin._slots, twin._used, twin._mask)
