@@ -287,7 +287,9 @@ class CompactStore:
             if self._unordered:
                 self._by_recency()
             olds = list(islice(hot, max(1, self.hot_size // 8)))
-            for old, blob in zip(olds, pack_many(olds, [hot.pop(old) for old in olds]), strict=True):
+            blobs = pack_many(olds, [hot[old] for old in olds])  # (all packed before any goes)
+            for old, blob in zip(olds, blobs, strict=True):
+                del hot[old]
                 self._store_cold(old, blob)
 
     def delete(self, user: str) -> None:

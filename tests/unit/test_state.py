@@ -294,3 +294,16 @@ def test_the_index_in_c_is_its_python_twin(operations: list[tuple[str, int, int]
     for op, mark, slot in operations * 8:  # (the table grows, and fills with removed entries)
         assert apply(c, speedups, op, mark, slot) == apply(twin, None, op, mark, slot)
         assert (c._marks, c._slots, c._used, c._mask) == (twin._marks, twin._slots, twin._used, twin._mask)
+
+
+def test_a_state_that_cannot_be_packed_stays_where_it_was() -> None:
+    """Packing the least recently used fails as a whole (here: more visits than the packed form
+    counts), and loses none of them: each leaves the recently used only once all are packed."""
+    here = PACKED_LOCATIONS[0]
+    bad = AccountState(tuple(Visit(f"e{k}", "81.2.69.10", 1.7e9 + k, here) for k in range(300)))
+    good = AccountState((Visit("e-1", "81.2.69.10", 1.8e9, here),), ("e-1",))
+    store = CompactStore(locate, hot_size=1)
+    store.put("bad", bad)
+    with pytest.raises(ValueError):
+        store.put("next", good)
+    assert store.get("bad") == bad and store.get("next") == good
