@@ -1368,10 +1368,43 @@ static PyObject *dict_prefetch(PyObject *dict, PyObject *key, int step)
 #endif
 }
 
-/* What advance_run fetches for a sign-in a few places ahead (dict_prefetch's steps among them), each
-   step once the one before it is done: the sign-in, its fields, the lookup of its account's state (three
-   steps), the state's history and recent ids, their items, and what the duplicate check and the rule read
-   of those. AHEAD[s]: how many sign-ins ahead step s is taken. */
+/* An account's state a step nearer the cache, each step once the one before it is done: the state
+   (step 0), its visits and recent ids (1), each visit and id (2: an id's text spans two lines), each
+   visit's fields (3). For advance_run's sign-ins, and pack_states' idle accounts (one long out of use:
+   every object of its state a cache miss). */
+static void prefetch_state(PyObject *state, int step)
+{
+    if (step == 0) {
+        __builtin_prefetch(state);
+        return;
+    }
+    if (!is_tuple_of(state, 2))
+        return;
+    PyObject *visits = PyTuple_GET_ITEM(state, 0), *ids = PyTuple_GET_ITEM(state, 1);
+    if (step == 1) {
+        __builtin_prefetch(visits);
+        __builtin_prefetch(ids);
+        return;
+    }
+    if (!PyTuple_Check(visits) || !PyTuple_Check(ids))
+        return;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(visits); i++) {
+        PyObject *visit = PyTuple_GET_ITEM(visits, i);
+        if (step == 2)
+            __builtin_prefetch(visit);
+        else if (is_tuple_of(visit, 4))
+            for (int f = 0; f < 4; f++)
+                __builtin_prefetch(PyTuple_GET_ITEM(visit, f));
+    }
+    for (Py_ssize_t i = 0; step == 2 && i < PyTuple_GET_SIZE(ids); i++) {
+        __builtin_prefetch(PyTuple_GET_ITEM(ids, i));
+        __builtin_prefetch((const char *)PyTuple_GET_ITEM(ids, i) + 64);
+    }
+}
+
+/* What advance_run fetches for a sign-in a few places ahead, each step once the one before it is done:
+   the sign-in, its fields, the lookup of its account's state (dict_prefetch's three steps), then the
+   state's (prefetch_state's last three). AHEAD[s]: how many sign-ins ahead step s is taken. */
 static const Py_ssize_t AHEAD[] = {14, 12, 10, 8, 6, 4, 2, 1};
 #define PREFETCH_STEPS ((int)(sizeof(AHEAD) / sizeof(AHEAD[0])))
 
@@ -1392,33 +1425,8 @@ static void prefetch_signin(PyObject *wanted, Py_ssize_t j, PyObject *held, int 
         return;
     }
     PyObject *state = dict_prefetch(held, PyTuple_GET_ITEM(row, 0), step < 4 ? step - 2 : 2);
-    if (step < 5 || state == NULL || !is_tuple_of(state, 2))
-        return;
-    PyObject *history = PyTuple_GET_ITEM(state, 0), *ids = PyTuple_GET_ITEM(state, 1);
-    if (step == 5) {
-        __builtin_prefetch(history);
-        __builtin_prefetch(ids);
-        return;
-    }
-    if (!PyTuple_Check(history) || !PyTuple_Check(ids))
-        return;
-    Py_ssize_t count = PyTuple_GET_SIZE(history);
-    if (step == 6) { /* the visits and the recent ids */
-        for (Py_ssize_t i = 0; i < count; i++)
-            __builtin_prefetch(PyTuple_GET_ITEM(history, i));
-        for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(ids); i++) { /* (an id's text spans two lines) */
-            __builtin_prefetch(PyTuple_GET_ITEM(ids, i));
-            __builtin_prefetch((const char *)PyTuple_GET_ITEM(ids, i) + 64);
-        }
-        return;
-    }
-    for (Py_ssize_t i = 0; i < count; i++) { /* each visit's event id; the last one's address, time, place */
-        PyObject *visit = PyTuple_GET_ITEM(history, i);
-        if (!is_tuple_of(visit, 4))
-            return;
-        for (int f = i == count - 1 ? 3 : 0; f >= 0; f--)
-            __builtin_prefetch(PyTuple_GET_ITEM(visit, f));
-    }
+    if (step >= 5 && state != NULL)
+        prefetch_state(state, step - 4);
 }
 
 /* A Visit's time into *t, when it is one (a tuple of four, the time a float); else 0. */
@@ -1940,39 +1948,6 @@ static PyObject *pack_state(PyObject *self, PyObject *const *args, Py_ssize_t na
     return out;
 }
 
-/* A state a few places ahead in pack_states, a step nearer the cache: the state, then its visits and
-   recent ids, then each visit and id (an id's text spans two lines), then each visit's fields. An idle
-   account packed is one long out of use: every object of its state a cache miss. */
-static void prefetch_state_to_pack(PyObject *state, int step)
-{
-    if (step == 0) {
-        __builtin_prefetch(state);
-        return;
-    }
-    if (!is_tuple_of(state, 2))
-        return;
-    PyObject *visits = PyTuple_GET_ITEM(state, 0), *ids = PyTuple_GET_ITEM(state, 1);
-    if (step == 1) {
-        __builtin_prefetch(visits);
-        __builtin_prefetch(ids);
-        return;
-    }
-    if (!PyTuple_Check(visits) || !PyTuple_Check(ids))
-        return;
-    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(visits); i++) {
-        PyObject *visit = PyTuple_GET_ITEM(visits, i);
-        if (step == 2)
-            __builtin_prefetch(visit);
-        else if (is_tuple_of(visit, 4))
-            for (int f = 0; f < 4; f++)
-                __builtin_prefetch(PyTuple_GET_ITEM(visit, f));
-    }
-    for (Py_ssize_t i = 0; step == 2 && i < PyTuple_GET_SIZE(ids); i++) {
-        __builtin_prefetch(PyTuple_GET_ITEM(ids, i));
-        __builtin_prefetch((const char *)PyTuple_GET_ITEM(ids, i) + 64);
-    }
-}
-
 static const Py_ssize_t PACK_AHEAD[] = {8, 6, 4, 2};
 
 /* pack_states(users, states) -> list[bytes | None]: pack_state of each pair, the states fetched a few
@@ -1990,7 +1965,7 @@ static PyObject *pack_states(PyObject *self, PyObject *const *args, Py_ssize_t n
     for (Py_ssize_t k = 0; out != NULL && k < n; k++) {
         for (int step = 0; step < 4; step++)
             if (k + PACK_AHEAD[step] < n)
-                prefetch_state_to_pack(PyList_GET_ITEM(states, k + PACK_AHEAD[step]), step);
+                prefetch_state(PyList_GET_ITEM(states, k + PACK_AHEAD[step]), step);
         PyObject *pair[2] = {PyList_GET_ITEM(users, k), PyList_GET_ITEM(states, k)};
         PyObject *packed = pack_state(NULL, pair, 2);
         if (packed == NULL)
