@@ -2070,7 +2070,6 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
     Py_ssize_t m = PyList_GET_SIZE(events);
     Packed *packed = PyMem_Calloc(m ? m : 1, sizeof(Packed));
     Py_ssize_t *size = PyMem_Calloc(n, sizeof(Py_ssize_t)), *count = PyMem_Calloc(n, sizeof(Py_ssize_t));
-    Py_ssize_t *placed = PyMem_Calloc(n, sizeof(Py_ssize_t)); /* sign-ins of each share, the kept one too */
     char **at = PyMem_Calloc(n, sizeof(char *));
     int32_t **place = PyMem_Calloc(n, sizeof(int32_t *));
     PyObject *blobs = PyList_New(n), *specials = PyList_New(n), *kept = PyList_New(0), *out = NULL;
@@ -2079,7 +2078,7 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "pack_signins: a batch of 2**31 sign-ins or more");
         goto done;
     }
-    if (packed == NULL || size == NULL || count == NULL || placed == NULL || at == NULL || place == NULL ||
+    if (packed == NULL || size == NULL || count == NULL || at == NULL || place == NULL ||
         blobs == NULL || specials == NULL || kept == NULL || places == NULL) {
         PyErr_NoMemory();
         goto done;
@@ -2088,7 +2087,6 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
         Packed *p = &packed[i];
         if (pack_one(PyList_GET_ITEM(events, i), buckets, owners, keep, p) < 0)
             goto done;
-        placed[p->owner]++;
         if (p->owner == keep) { /* the share kept as it is: its sign-ins themselves, not a copy */
             if (PyList_Append(kept, PyList_GET_ITEM(events, i)) < 0)
                 goto done;
@@ -2105,8 +2103,9 @@ static PyObject *pack_signins(PyObject *self, PyObject *args)
         if (blob == NULL || special == NULL)
             goto done;
         at[k] = count[k] ? PyBytes_AS_STRING(blob) : NULL;
+        Py_ssize_t in_share = k == keep ? PyList_GET_SIZE(kept) : count[k];
         count[k] = 0; /* from here: the place of the next sign-in in the worker's share */
-        PyObject *where = PyBytes_FromStringAndSize(NULL, placed[k] * (Py_ssize_t)sizeof(int32_t));
+        PyObject *where = PyBytes_FromStringAndSize(NULL, in_share * (Py_ssize_t)sizeof(int32_t));
         PyList_SET_ITEM(places, k, where);
         if (where == NULL)
             goto done;
@@ -2164,7 +2163,6 @@ done:
     PyMem_Free(packed);
     PyMem_Free(size);
     PyMem_Free(count);
-    PyMem_Free(placed);
     PyMem_Free(at);
     PyMem_Free(place);
     Py_XDECREF(blobs);
