@@ -1651,6 +1651,25 @@ static void index_release(IndexArrays *ix)
     PyBuffer_Release(&ix->slots);
 }
 
+static PyObject *index_full(void)
+{
+    PyErr_SetString(PyExc_ValueError, "index: the table is full");
+    return NULL;
+}
+
+/* A slot number from Python: 0 to 2**31 - 1, else -1 with an error set. */
+static int32_t slot_of(PyObject *v)
+{
+    long slot = PyLong_AsLong(v);
+    if (slot == -1 && PyErr_Occurred())
+        return -1;
+    if (slot < 0 || slot > INT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "a slot is 0 to 2**31 - 1");
+        return -1;
+    }
+    return (int32_t)slot;
+}
+
 /* The arguments of the three: marks, slots, mark (and a slot, or not). */
 static int index_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, IndexArrays *ix,
                       uint32_t *mark, int32_t *slot)
@@ -1667,17 +1686,26 @@ static int index_args(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, 
         return -1;
     }
     *mark = (uint32_t)m;
-    if (want == 4) {
-        long v = PyLong_AsLong(args[3]);
-        if (v == -1 && PyErr_Occurred())
-            return -1;
-        if (v < 0 || v > INT32_MAX) {
-            PyErr_SetString(PyExc_ValueError, "a slot is 0 to 2**31 - 1");
-            return -1;
-        }
-        *slot = (int32_t)v;
-    }
+    if (want == 4 && (*slot = slot_of(args[3])) < 0)
+        return -1;
     return index_arrays(args[0], args[1], ix);
+}
+
+/* One entry into a table with room: 1 when it took an empty entry, 0 a removed one, -1 when the
+   table is full. */
+static int index_put(const IndexArrays *ix, uint32_t mark, int32_t slot)
+{
+    uint32_t *marks = ix->marks.buf;
+    int32_t *slots = ix->slots.buf;
+    size_t i = mark & ix->mask, probes = 0;
+    while (slots[i] >= 0 && probes++ <= ix->mask)
+        i = (i + 1) & ix->mask;
+    if (slots[i] >= 0)
+        return -1;
+    int fresh = slots[i] == -1;
+    marks[i] = mark;
+    slots[i] = slot;
+    return fresh;
 }
 
 /* index_add(marks, slots, mark, slot) -> bool: _Index.add's probe and store (the caller grows the
@@ -1689,22 +1717,82 @@ static PyObject *index_add(PyObject *self, PyObject *const *args, Py_ssize_t nar
     int32_t slot;
     if (index_args(args, nargs, 4, &ix, &mark, &slot) < 0)
         return NULL;
-    uint32_t *marks = ix.marks.buf;
-    int32_t *slots = ix.slots.buf;
-    size_t i = mark & ix.mask, probes = 0;
-    while (slots[i] >= 0 && probes++ <= ix.mask)
-        i = (i + 1) & ix.mask;
-    int fresh = slots[i] == -1, full = slots[i] >= 0;
-    if (!full) {
-        marks[i] = mark;
-        slots[i] = slot;
-    }
+    int fresh = index_put(&ix, mark, slot);
     index_release(&ix);
-    if (full) {
-        PyErr_SetString(PyExc_ValueError, "index_add: the table is full");
+    return fresh < 0 ? index_full() : PyBool_FromLong(fresh);
+}
+
+/* The entry a key's probe starts at, toward the cache (its str's hash, when computed already). */
+static void index_prefetch(const IndexArrays *ix, PyObject *key)
+{
+    if (PyUnicode_CheckExact(key) && ((PyASCIIObject *)key)->hash != -1) {
+        size_t i = (uint32_t)((PyASCIIObject *)key)->hash & ix->mask;
+        __builtin_prefetch((const uint32_t *)ix->marks.buf + i);
+        __builtin_prefetch((const int32_t *)ix->slots.buf + i);
+    }
+}
+
+enum { INDEX_AHEAD = 8 };
+
+/* index_add_many(marks, slots, keys, at) -> int: _Index.add of each key's mark (its hash's low 32 bits)
+   and slot at[k], the entries fetched a few ahead; how many took an empty entry. The caller makes
+   room for all first. */
+static PyObject *index_add_many(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_Check(args[2]) || !PyList_Check(args[3]) ||
+        PyList_GET_SIZE(args[2]) != PyList_GET_SIZE(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "index_add_many(marks, slots, keys, at): two lists of one length");
         return NULL;
     }
-    return PyBool_FromLong(fresh);
+    IndexArrays ix;
+    if (index_arrays(args[0], args[1], &ix) < 0)
+        return NULL;
+    PyObject *keys = args[2], *at = args[3];
+    Py_ssize_t n = PyList_GET_SIZE(keys), fresh = 0;
+    int status = 0;
+    for (Py_ssize_t k = 0; k < n && status == 0; k++) {
+        if (k + INDEX_AHEAD < n)
+            index_prefetch(&ix, PyList_GET_ITEM(keys, k + INDEX_AHEAD));
+        Py_hash_t hash = PyObject_Hash(PyList_GET_ITEM(keys, k));
+        int32_t slot = hash == -1 ? -1 : slot_of(PyList_GET_ITEM(at, k));
+        int took = slot < 0 ? 0 : index_put(&ix, (uint32_t)hash, slot);
+        if (slot < 0)
+            status = -1;
+        else if (took < 0)
+            status = (index_full(), -1);
+        else
+            fresh += took;
+    }
+    index_release(&ix);
+    return status < 0 ? NULL : PyLong_FromSsize_t(fresh);
+}
+
+/* index_rehash(marks, slots, new_marks, new_slots) -> None: every live entry of a table into an empty
+   bigger one (_Index._grow). */
+static PyObject *index_rehash(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    IndexArrays from, to;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "index_rehash(marks, slots, new_marks, new_slots)");
+        return NULL;
+    }
+    if (index_arrays(args[0], args[1], &from) < 0)
+        return NULL;
+    if (index_arrays(args[2], args[3], &to) < 0) {
+        index_release(&from);
+        return NULL;
+    }
+    const uint32_t *marks = from.marks.buf;
+    const int32_t *slots = from.slots.buf;
+    int status = 0;
+    for (size_t i = 0; i <= from.mask && status >= 0; i++)
+        if (slots[i] >= 0)
+            status = index_put(&to, marks[i], slots[i]);
+    index_release(&from);
+    index_release(&to);
+    if (status < 0)
+        return index_full();
+    Py_RETURN_NONE;
 }
 
 /* index_find(marks, slots, mark) -> list[int]: the slots stored under ``mark``, in probe order (most
@@ -1753,6 +1841,161 @@ static PyObject *index_remove(PyObject *self, PyObject *const *args, Py_ssize_t 
     }
     index_release(&ix);
     Py_RETURN_NONE;
+}
+
+/* An array of one type code ("Q" or "I"), its buffer in *view. */
+static int typed_array(PyObject *obj, Py_buffer *view, const char *format, Py_ssize_t itemsize, int flags)
+{
+    if (PyObject_GetBuffer(obj, view, flags | PyBUF_FORMAT) < 0)
+        return -1;
+    if (view->itemsize != itemsize || view->format == NULL || strcmp(view->format, format) != 0) {
+        PyErr_Format(PyExc_ValueError, "an array '%s' expected", format);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* place_blobs(starts, sizes, at, blobs, base) -> None: the packed accounts just appended to the store's
+   arena at ``base``, one after another: slot at[k] starts where blobs[k] does and has its size
+   (CompactStore._store_cold_many; arrays "Q" and "I" that hold every slot named). */
+static PyObject *place_blobs(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 5 || !PyList_Check(args[2]) || !PyList_Check(args[3]) ||
+        PyList_GET_SIZE(args[2]) != PyList_GET_SIZE(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "place_blobs(starts, sizes, at, blobs, base): two lists of one length");
+        return NULL;
+    }
+    unsigned long long offset = PyLong_AsUnsignedLongLong(args[4]);
+    if (offset == (unsigned long long)-1 && PyErr_Occurred())
+        return NULL;
+    Py_buffer starts, sizes;
+    if (typed_array(args[0], &starts, "Q", 8, PyBUF_WRITABLE) < 0)
+        return NULL;
+    if (typed_array(args[1], &sizes, "I", 4, PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&starts);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(args[2]), slots = sizes.len / 4;
+    int status = starts.len / 8 == slots ? 0 : -1;
+    for (Py_ssize_t k = 0; k < n && status == 0; k++) {
+        PyObject *blob = PyList_GET_ITEM(args[3], k);
+        int32_t slot = slot_of(PyList_GET_ITEM(args[2], k));
+        if (slot < 0)
+            status = -1;
+        else if (!PyBytes_Check(blob) || slot >= slots || PyBytes_GET_SIZE(blob) > (Py_ssize_t)UINT32_MAX)
+            status = -2;
+        else {
+            ((uint64_t *)starts.buf)[slot] = offset;
+            ((uint32_t *)sizes.buf)[slot] = (uint32_t)PyBytes_GET_SIZE(blob);
+            offset += (unsigned long long)PyBytes_GET_SIZE(blob);
+        }
+    }
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&sizes);
+    if (status == -2 || (status == -1 && !PyErr_Occurred()))
+        PyErr_SetString(PyExc_ValueError, "place_blobs: bytes, and slots of arrays of one length");
+    if (status < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+enum { WARM_AHEAD_SLOT = 8, WARM_AHEAD_ENTRY = 4 };
+
+/* warm(hot, users, start, marks, slots, arena, starts, sizes) -> (k, slot): CompactStore.working_set's
+   loop from users[start]. Each account held in ``hot`` is moved to its end (popped and put back); the
+   loop stops at the first the index finds packed, and returns where it is and its slot (Python
+   unpacks it and calls again from k + 1), or its slot as -1 where this cannot check a candidate (a
+   user that is no plain UTF-8 text, a packed state of another version: Python searches); (len(users),
+   -1) at the end. Each user's dict slot and index entry are fetched a few ahead: the accounts new to a
+   replay over 10^6 (most of them) miss in both. */
+static PyObject *warm(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8 || !PyDict_CheckExact(args[0]) || !PyList_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "warm(hot, users, start, marks, slots, arena, starts, sizes)");
+        return NULL;
+    }
+    PyObject *hot = args[0], *users = args[1];
+    Py_ssize_t k = PyLong_AsSsize_t(args[2]), n = PyList_GET_SIZE(users), found = -1;
+    if (k == -1 && PyErr_Occurred())
+        return NULL;
+    IndexArrays ix;
+    Py_buffer arena, starts, sizes;
+    if (index_arrays(args[3], args[4], &ix) < 0)
+        return NULL;
+    if (PyObject_GetBuffer(args[5], &arena, PyBUF_SIMPLE) < 0) {
+        index_release(&ix);
+        return NULL;
+    }
+    if (typed_array(args[6], &starts, "Q", 8, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&arena);
+        index_release(&ix);
+        return NULL;
+    }
+    if (typed_array(args[7], &sizes, "I", 4, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(&starts);
+        PyBuffer_Release(&arena);
+        index_release(&ix);
+        return NULL;
+    }
+    const uint32_t *marks = ix.marks.buf;
+    const int32_t *slots = ix.slots.buf;
+    const unsigned char *bytes = arena.buf;
+    Py_ssize_t held = starts.len / 8 < sizes.len / 4 ? starts.len / 8 : sizes.len / 4;
+    int status = 0;
+    for (k = k < 0 ? 0 : k; k < n && status == 0; k++) {
+        if (k + WARM_AHEAD_SLOT < n) {
+            dict_prefetch(hot, PyList_GET_ITEM(users, k + WARM_AHEAD_SLOT), 0);
+            index_prefetch(&ix, PyList_GET_ITEM(users, k + WARM_AHEAD_SLOT));
+        }
+        if (k + WARM_AHEAD_ENTRY < n)
+            dict_prefetch(hot, PyList_GET_ITEM(users, k + WARM_AHEAD_ENTRY), 1);
+        PyObject *user = PyList_GET_ITEM(users, k);
+        PyObject *state = PyDict_GetItemWithError(hot, user);
+        if (state != NULL) {
+            Py_INCREF(state);
+            status = PyDict_DelItem(hot, user) < 0 || PyDict_SetItem(hot, user, state) < 0 ? -1 : 0;
+            Py_DECREF(state);
+            continue;
+        }
+        Py_hash_t hash = PyErr_Occurred() ? -1 : PyObject_Hash(user);
+        if (hash == -1) {
+            status = -1;
+            break;
+        }
+        uint32_t mark = (uint32_t)hash;
+        size_t i = mark & ix.mask;
+        for (size_t probes = 0; slots[i] != -1 && probes <= ix.mask; probes++, i = (i + 1) & ix.mask) {
+            int32_t slot = slots[i];
+            if (slot < 0 || marks[i] != mark)
+                continue;
+            Py_ssize_t len;
+            const char *text = text_of(user, &len);
+            if (text == NULL || slot >= held) {
+                found = -1;
+                goto stop;
+            }
+            uint64_t at = ((const uint64_t *)starts.buf)[slot];
+            uint32_t size = ((const uint32_t *)sizes.buf)[slot];
+            if (size < 3 || at + size > (uint64_t)arena.len || bytes[at] != 1) { /* (statecodec.VERSION) */
+                found = -1;
+                goto stop;
+            }
+            if ((Py_ssize_t)(bytes[at + 1] | bytes[at + 2] << 8) == len && 3 + (uint64_t)len <= size &&
+                memcmp(bytes + at + 3, text, (size_t)len) == 0) {
+                found = slot;
+                goto stop;
+            }
+        }
+    }
+stop:
+    PyBuffer_Release(&sizes);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&arena);
+    index_release(&ix);
+    if (status < 0)
+        return NULL;
+    return Py_BuildValue("(nn)", k, found);
 }
 
 /* pack_state: statecodec.pack in C, for the states it can be sure of. */
@@ -3065,6 +3308,18 @@ static PyMethodDef methods[] = {
      "index_find(marks, slots, mark) -> list[int]: the slots stored under mark, in probe order."},
     {"index_remove", (PyCFunction)(void (*)(void))index_remove, METH_FASTCALL,
      "index_remove(marks, slots, mark, slot) -> None: state._Index.remove."},
+    {"index_add_many", (PyCFunction)(void (*)(void))index_add_many, METH_FASTCALL,
+     "index_add_many(marks, slots, keys, at) -> int: index_add of each key's mark (hash & 0xFFFFFFFF) and "
+     "slot at[k]; how many took an empty entry. The caller makes room first."},
+    {"index_rehash", (PyCFunction)(void (*)(void))index_rehash, METH_FASTCALL,
+     "index_rehash(marks, slots, new_marks, new_slots) -> None: every live entry into an empty table."},
+    {"place_blobs", (PyCFunction)(void (*)(void))place_blobs, METH_FASTCALL,
+     "place_blobs(starts, sizes, at, blobs, base) -> None: slot at[k] starts where blobs[k] does, the "
+     "blobs one after another from base, and has its size."},
+    {"warm", (PyCFunction)(void (*)(void))warm, METH_FASTCALL,
+     "warm(hot, users, start, marks, slots, arena, starts, sizes) -> (k, slot): CompactStore.working_set's "
+     "loop from start, up to the first account found packed (its place and slot; slot -1: search in "
+     "Python), or (len(users), -1)."},
     {"pack_state", (PyCFunction)(void (*)(void))pack_state, METH_FASTCALL,
      "pack_state(user, state) -> bytes | None: statecodec.pack's bytes, for a state of GeoIP-located visits "
      "without remembered alerts; None for any other (statecodec._pack writes it)."},

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from itertools import islice
+from itertools import islice, repeat
 from typing import Protocol
 
 from detector.model import SPEEDUPS, AccountState
@@ -145,8 +145,7 @@ class _Index:
             i = (i + 1) & mask
 
     def add(self, mark: int, slot: int) -> None:
-        if (self._used + 1) * 10 > len(self._slots) * 7:
-            self._grow()
+        self.reserve(1)
         if SPEEDUPS is not None:
             if SPEEDUPS.index_add(self._marks, self._slots, mark, slot):
                 self._used += 1
@@ -160,15 +159,33 @@ class _Index:
         self._marks[i] = mark
         slots[i] = slot
 
-    def _grow(self) -> None:
+    def add_many(self, keys: list[str], at: list[int]) -> None:
+        """``add(_mark(key), slot)`` of each pair."""
+        self.reserve(len(keys))
+        if SPEEDUPS is not None:
+            self._used += SPEEDUPS.index_add_many(self._marks, self._slots, keys, at)
+            return
+        for key, slot in zip(keys, at, strict=True):
+            self.add(_mark(key), slot)
+
+    def reserve(self, more: int) -> None:
+        """Room for ``more`` entries without growing (at most 70 % full)."""
+        if (self._used + more) * 10 > len(self._slots) * 7:
+            self._grow(more)
+
+    def _grow(self, more: int) -> None:
         # From the old arrays straight into the new (a list of the live entries first held a tuple of
         # two ints for each: a million accounts' worth of objects at the peak, for nothing).
         marks, slots = self._marks, self._slots
         live = len(slots) - slots.count(self.EMPTY) - slots.count(self.GONE)
         capacity = len(slots)
-        while live * 10 > capacity * 4:  # room to grow again before the next resize
+        while (live + more) * 10 > capacity * 4:  # room to grow again before the next resize
             capacity *= 2
         self._allocate(capacity)
+        if SPEEDUPS is not None:
+            SPEEDUPS.index_rehash(marks, slots, self._marks, self._slots)
+            self._used = live
+            return
         for i, slot in enumerate(slots):
             if slot >= 0:
                 self.add(marks[i], slot)
@@ -176,6 +193,10 @@ class _Index:
 
 def _mark(user: str) -> int:
     return hash(user) & 0xFFFFFFFF
+
+
+# Packed, stored and freed together, while their objects are still in the cache.
+_PACK_CHUNK = 256
 
 
 class CompactStore:
@@ -210,17 +231,24 @@ class CompactStore:
             return -1
         return self._index.find(_mark(user), lambda slot: user_of(self._blob(slot)) == user)
 
+    def _take_cold(self, user: str, slot: int = -1) -> AccountState | None:
+        """A packed account's state, out of the arena (its slot, or -1: looked for here); None when it
+        is not packed here."""
+        if slot < 0:
+            slot = self._find_cold(user)
+            if slot < 0:
+                return None
+        blob = self._blob(slot)
+        self._drop_cold(user, slot)
+        return unpack(blob, self.locate)[1]
+
     def get(self, user: str) -> AccountState | None:
         state = self._hot.get(user)
         if state is not None:
             return state
-        slot = self._find_cold(user)
-        if slot < 0:
-            return None
-        blob = self._blob(slot)
-        self._drop_cold(user, slot)
-        state = unpack(blob, self.locate)[1]
-        self._warm(user, state)
+        state = self._take_cold(user)
+        if state is not None:
+            self._warm(user, state)
         return state
 
     def get_many(self, users: Iterable[str]) -> dict[str, AccountState]:
@@ -266,15 +294,31 @@ class CompactStore:
         if self._all_hot():
             self._unordered = True  # the accounts change where they are (see ``put_many``)
             return hot
+        if SPEEDUPS is not None:  # the same loop in C, up to each account found packed
+            wanted, k = list(users), 0
+            while True:
+                k, slot = SPEEDUPS.warm(
+                    hot,
+                    wanted,
+                    k,
+                    self._index._marks,
+                    self._index._slots,
+                    self._arena,
+                    self._starts,
+                    self._sizes,
+                )
+                if k >= len(wanted):
+                    return hot
+                state = self._take_cold(wanted[k], slot)
+                if state is not None:
+                    hot[wanted[k]] = state
+                k += 1
         for user in users:
             state = hot.pop(user, None)
             if state is None:
-                slot = self._find_cold(user)
-                if slot < 0:
+                state = self._take_cold(user)
+                if state is None:
                     continue
-                blob = self._blob(slot)
-                self._drop_cold(user, slot)
-                state = unpack(blob, self.locate)[1]
             hot[user] = state
         return hot
 
@@ -286,11 +330,14 @@ class CompactStore:
         while len(hot) > self.hot_size:
             if self._unordered:
                 self._by_recency()
-            olds = list(islice(hot, max(1, self.hot_size // 8)))
-            blobs = pack_many(olds, [hot[old] for old in olds])  # (all packed before any goes)
-            for old, blob in zip(olds, blobs, strict=True):
-                del hot[old]
-                self._store_cold(old, blob)
+            size = max(1, self.hot_size // 8)
+            olds, states = list(islice(hot, size)), list(islice(hot.values(), size))
+            for k in reversed(range(0, len(olds), _PACK_CHUNK)):  # (from the end: ``del states[k:]``)
+                users = olds[k : k + _PACK_CHUNK]
+                self._store_cold_many(users, pack_many(users, states[k:]))
+                del states[k:]
+                for user in users:  # (each leaves the recently used once packed: nothing is lost)
+                    del hot[user]
 
     def delete(self, user: str) -> None:
         if self._hot.pop(user, None) is None:
@@ -322,6 +369,26 @@ class CompactStore:
             self._sizes.append(len(blob))
         self._arena += blob
         self._index.add(_mark(user), slot)
+
+    def _store_cold_many(self, users: list[str], blobs: list[bytes]) -> None:
+        """``_store_cold`` of each pair: the same slots, the blobs appended to the arena at once."""
+        free = self._free
+        reused = min(len(free), len(users))
+        at = free[len(free) - reused :][::-1]  # (as many pop()s would)
+        del free[len(free) - reused :]
+        first, added = len(self._sizes), len(users) - reused
+        at += range(first, first + added)
+        self._starts.extend(repeat(0, added))
+        self._sizes.extend(repeat(0, added))
+        base = len(self._arena)
+        self._arena += b"".join(blobs)
+        if SPEEDUPS is not None:
+            SPEEDUPS.place_blobs(self._starts, self._sizes, at, blobs, base)
+        else:
+            for slot, blob in zip(at, blobs, strict=True):
+                self._starts[slot], self._sizes[slot] = base, len(blob)
+                base += len(blob)
+        self._index.add_many(users, at)
 
     def _drop_cold(self, user: str, slot: int) -> None:
         self._index.remove(_mark(user), slot)

@@ -307,3 +307,108 @@ def test_a_state_that_cannot_be_packed_stays_where_it_was() -> None:
     with pytest.raises(ValueError):
         store.put("next", good)
     assert store.get("bad") == bad and store.get("next") == good
+
+
+def _twin_stores(hot: int) -> tuple[Any, Any, Any]:
+    """A store whose work goes through ``_speedups`` and one that runs the Python twins, and a call that
+    runs a method of either with its own ``SPEEDUPS``."""
+    from detector import state as state_module
+
+    speedups = state_module.SPEEDUPS
+    if speedups is None:
+        pytest.skip("detector/_speedups.c is not built (make setup)")
+
+    def call(store: CompactStore, method: str, *args: Any) -> Any:
+        state_module.SPEEDUPS = speedups if store is c else None
+        try:
+            return getattr(store, method)(*args)
+        finally:
+            state_module.SPEEDUPS = speedups
+
+    c, twin = CompactStore(locate, hot_size=hot), CompactStore(locate, hot_size=hot)
+    return c, twin, call
+
+
+def _insides(store: CompactStore) -> tuple[Any, ...]:
+    index = store._index
+    return (
+        list(store._hot.items()),
+        bytes(store._arena),
+        store._starts,
+        store._sizes,
+        store._free,
+        (index._marks, index._slots, index._used),
+    )
+
+
+def _colliding_users() -> tuple[str, str]:
+    """Two account names of one mark (the low 32 bits of their hash, this process's seed)."""
+    seen: dict[int, str] = {}
+    n = 0
+    while True:
+        user = f"first.last.{n}@agency.example"
+        mark = hash(user) & 0xFFFFFFFF
+        if mark in seen:
+            return seen[mark], user
+        seen[mark] = user
+        n += 1
+
+
+@settings(max_examples=150)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "put_many", "get", "working_set", "delete"]), st.integers(0, 30), states
+        ),
+        max_size=120,
+    ),
+    st.integers(1, 5),
+)
+def test_the_store_in_c_is_its_python_twin(operations: list, hot: int) -> None:
+    """``CompactStore`` with ``_speedups`` (``warm``, ``place_blobs``, ``index_add_many``,
+    ``index_rehash``) and with its Python twins: the same answers, and the same dict, arena, slots and
+    index after every step. The accounts include two of one mark and a name that is no UTF-8 (C leaves
+    its search to Python)."""
+    c, twin, call = _twin_stores(hot)
+    same_mark = _colliding_users()
+    names = [*same_mark, "\ud800", "caf\u00e9"]
+    for op, n, state in operations:
+        user = names[n] if n < len(names) else f"user-{n}"
+        batch = [user, names[(n + 1) % len(names)], f"user-{n + 2}"]
+        answers = []
+        for store in (c, twin):
+            if op == "put":
+                answers.append(call(store, "put", user, state))
+            elif op == "put_many":
+                answers.append(call(store, "put_many", {u: state for u in batch}))
+            elif op == "get":
+                answers.append(call(store, "get", user))
+            elif op == "working_set":  # replay: a batch read, the first changed in place, then settled
+                held = call(store, "working_set", batch)
+                answers.append([held.get(u) for u in batch])
+                held[user] = state
+                call(store, "settle")
+            else:
+                answers.append(call(store, "delete", user))
+        assert answers[0] == answers[1]
+        assert _insides(c) == _insides(twin)
+
+
+def test_a_big_slice_is_packed_in_chunks_and_found_again() -> None:
+    """Past ``hot_size`` by more than one chunk of packing (256): every account is found again, and the
+    store in C is its twin's throughout (the index grown on the way)."""
+    c, twin, call = _twin_stores(4096)
+    visits = {
+        n: AccountState((Visit(f"e-{n}", "81.2.69.10", 1e9 + n, LONDON),), (f"e-{n}",)) for n in range(9000)
+    }
+    for start in range(0, 9000, 1000):
+        users = [f"user-{n}" for n in range(start, start + 1000)]
+        for store in (c, twin):
+            held = call(store, "working_set", users)
+            for n in range(start, start + 1000):
+                held[f"user-{n}"] = visits[n]
+            call(store, "settle")
+        assert len(c._hot) <= 4096 and _insides(c) == _insides(twin)
+    assert len(c._index._slots) > 1024  # (grown)
+    back = call(c, "working_set", [f"user-{n}" for n in range(0, 9000, 7)])
+    assert all(back[f"user-{n}"] == visits[n] for n in range(0, 9000, 7))
