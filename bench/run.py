@@ -289,6 +289,14 @@ def best_of(ctx: Context, cmd: list[str]) -> Timed:
     return min(runs, key=lambda r: r.wall_s)
 
 
+def best_of_rounds(ctx: Context, cmds: list[list[str]]) -> list[Timed]:
+    """Each command's best of --repeat runs, taken in rounds (every command once a round): the figures
+    compared with each other share this machine's slow and fast minutes, where runs back to back would
+    give each its own."""
+    rounds = [[timed(ctx, cmd) for cmd in cmds] for _ in range(max(1, ctx.args.repeat))]
+    return [min(runs, key=lambda r: r.wall_s) for runs in zip(*rounds, strict=True)]
+
+
 _SUMMARY = re.compile(
     r"replay: (?P<lines>[\d,]+) events read.*?(?P<accounts>[\d,]+) accounts, (?P<alerts>[\d,]+) alerts"
     r".*? in (?P<seconds>[\d.]+) s \((?P<rate>[\d,]+) events/s\)",
@@ -304,9 +312,13 @@ def replay_summary(stderr: str) -> dict[str, float]:
     return {k: float(v.replace(",", "")) for k, v in m.groupdict().items()}
 
 
-def replay(ctx: Context, path: Path, *flags: str) -> tuple[Timed, dict[str, float]]:
+def replay_command(ctx: Context, path: Path, *flags: str) -> list[str]:
     cmd = [PY, "-m", "detector", "replay", str(path), "--geoip-db", ctx.db, "--output", os.devnull]
-    run = best_of(ctx, [*cmd, "--progress", "never", "--log-level", "warning", *flags])
+    return [*cmd, "--progress", "never", "--log-level", "warning", *flags]
+
+
+def replay(ctx: Context, path: Path, *flags: str) -> tuple[Timed, dict[str, float]]:
+    run = best_of(ctx, replay_command(ctx, path, *flags))
     return run, replay_summary(run.stderr)
 
 
@@ -1598,11 +1610,13 @@ def bench_growth(ctx: Context) -> dict[str, Any]:
     from bench.generate import Spec, ensure
 
     s = ctx.sizes
+    files = [ensure(Spec(s.growth_events, accounts), ctx.db) for accounts in s.growth_accounts]
+    counts = ", ".join(f"{a:,}" for a in s.growth_accounts)
+    ctx.say(f"growth: replays of {s.growth_events:,} sign-ins over {counts} accounts, in rounds")
+    runs = best_of_rounds(ctx, [replay_command(ctx, path) for path, _ in files])
     points = []
-    for accounts in s.growth_accounts:
-        path, meta = ensure(Spec(s.growth_events, accounts), ctx.db)
-        ctx.say(f"growth: replay of {s.growth_events:,} sign-ins over {accounts:,} accounts")
-        run, summary = replay(ctx, path)
+    for accounts, (path, meta), run in zip(s.growth_accounts, files, runs, strict=True):
+        summary = replay_summary(run.stderr)
         points.append(
             {
                 "accounts": accounts,
@@ -1628,8 +1642,9 @@ def bench_growth(ctx: Context) -> dict[str, Any]:
     return {
         "points": points,
         "ratio_most_vs_fewest_accounts": round(ratio, 3),
-        "method": "replay as in the replay benchmark, back to back, files of the same size and "
-        "generator (with as many events as accounts or more, every account signs in at least once); "
+        "method": "replay as in the replay benchmark, of files of the same size and generator (with as "
+        "many events as accounts or more, every account signs in at least once); best of --repeat runs "
+        "taken in rounds, each file once a round, so that every point sees the same minutes of the machine; "
         "'flat' is taken as the largest account count keeping >= 80% of the smallest one's rate",
     }
 
