@@ -185,6 +185,8 @@ IDLE_AFTER_S = 2.0
 CAUGHT_UP_MARGIN_S = 1.0
 # Markers go out when a promise changes, and at least this often.
 MARKER_EVERY_S = 1.0
+# Between tries of a transactional request (README, Performance: the latency of the Kafka path).
+TXN_RETRY_BACKOFF_MS = 2
 
 
 def internal_topics(settings: Any) -> tuple[str, str]:
@@ -348,7 +350,7 @@ class Pipeline:
             "linger_ms": 5,
             # A transaction begun while the broker still writes the last one's markers is refused
             # (CONCURRENT_TRANSACTIONS) and retried after this: kafka-python's 100 ms default was most of
-            # the latency's tail (README, Performance).
+            # the latency's tail (README, Performance). Lower still for that retry alone, below.
             "retry_backoff_ms": 10,
             "max_block_ms": 10_000,
             "request_timeout_ms": 10_000,
@@ -360,6 +362,10 @@ class Pipeline:
             options["transaction_timeout_ms"] = int(self.s.transaction_timeout * 1000)
         producer = KafkaProducer(**options)
         if self.transactional:
+            # The sender thread sleeps this long before it sends a transactional request again, the
+            # refused AddPartitionsToTxn above included (its own config: produce retries and metadata
+            # keep the 10 ms).
+            producer._sender.config["retry_backoff_ms"] = TXN_RETRY_BACKOFF_MS
             producer.init_transactions()
         return producer
 
