@@ -1755,11 +1755,11 @@ static PyObject *index_add_many(PyObject *self, PyObject *const *args, Py_ssize_
             index_prefetch(&ix, PyList_GET_ITEM(keys, k + INDEX_AHEAD));
         Py_hash_t hash = PyObject_Hash(PyList_GET_ITEM(keys, k));
         int32_t slot = hash == -1 ? -1 : slot_of(PyList_GET_ITEM(at, k));
-        int took = slot < 0 ? 0 : index_put(&ix, (uint32_t)hash, slot);
-        if (slot < 0)
+        int took = slot < 0 ? -2 : index_put(&ix, (uint32_t)hash, slot); /* -2: the error is set */
+        if (took == -1)
+            index_full();
+        if (took < 0)
             status = -1;
-        else if (took < 0)
-            status = (index_full(), -1);
         else
             fresh += took;
     }
