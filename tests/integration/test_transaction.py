@@ -132,3 +132,58 @@ def test_each_transaction_adds_its_partitions_in_one_request_and_alerts_keep_kaf
     for r in records:
         assert r.key == utf8(orjson.loads(r.value)["user"])
         assert r.partition == DefaultPartitioner().partition(topics.alerts, r.key, r.key, None, None, cluster)
+
+
+def test_a_batchs_records_skip_sends_checks_but_large_ones_and_dead_letters(
+    topics: Topics, real_db: str
+) -> None:
+    """The records a batch writes to a partition it names go straight into kafka-python's accumulator
+    (``send()``'s checks skipped); a record over ``DIRECT_MAX_BYTES`` and a dead letter (Kafka's
+    partitioner places it, with headers) go through ``send()``. Every one lands where it was sent."""
+    from detector import kafka as kafka_module
+
+    create_topic(topics.bootstrap, topics.input)
+    settings = resolve(
+        {
+            "bootstrap_servers": topics.bootstrap,
+            "input_topic": topics.input,
+            "alert_topic": topics.alerts,
+            "dlq_topic": topics.dlq,
+            "group_id": topics.group,
+            "geoip_db": real_db,
+            "input_keyed_by_account": True,
+            "transactions": False,
+        },
+        environ={},
+        command="run",
+    )
+    partitions = prepare_topics(settings)
+    geo = open_geoip(settings)
+    store = PartitionedStore(geo.locate, settings.state_cache_size, partitions)
+    pipeline = Pipeline(settings, build_engine(settings, geo, store=store), Metrics(), Health())
+    small = {f"user-{n}": (n % partitions, bytes([n]) * 120) for n in range(50)}
+    large = ("user-large", 3, b"L" * (kafka_module.DIRECT_MAX_BYTES + 1))
+    dead = SimpleNamespace(key=b"k", value=b"not a sign-in", topic=topics.input, partition=0, offset=7)
+    changes = [(user, p, blob) for user, (p, blob) in small.items()] + [large]
+    sent: list[str] = []
+    try:
+        pipeline.start(partitions)
+        assert pipeline.producer is not None and kafka_module._direct_append(pipeline.producer) is not None
+        send = pipeline.producer.send
+
+        def counted(topic: str, **kw: object) -> object:
+            sent.append(topic)
+            return send(topic, **kw)
+
+        pipeline.producer.send = counted  # type: ignore[method-assign]
+        futures = pipeline._outputs(kafka_module.Outputs([], [(dead, "bad: test")], [], changes, [], []))
+        pipeline.producer.flush(timeout=30)
+        assert all(f.get(timeout=30) is not None for f in futures)
+    finally:
+        pipeline.close()
+        geo.close()
+    assert sorted(sent) == sorted([topics.dlq, pipeline.changelog])  # the dead letter and the large one
+    landed = {r.key.decode(): (r.partition, r.value) for r in read_all(topics.bootstrap, pipeline.changelog)}
+    assert landed == {**small, large[0]: large[1:]}
+    (letter,) = read_all(topics.bootstrap, topics.dlq)
+    assert letter.value == dead.value and dict(letter.headers)["reason"] == b"bad: test"
