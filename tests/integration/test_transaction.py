@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 from types import SimpleNamespace
+from typing import Any
 
 import orjson
 import pytest
@@ -54,10 +55,9 @@ class Requests(logging.Handler):
             self.transactions[-1].append((text.split("(")[0], text.partition("topics=")[2] or text))
 
 
-def test_each_transaction_adds_its_partitions_in_one_request_and_alerts_keep_kafkas_partition(
-    topics: Topics, real_db: str, catalogue: Catalogue
-) -> None:
-    t = Generator(catalogue, seed=31).generate(150, "clear")
+def _pipeline(topics: Topics, real_db: str, **more: object) -> tuple[int, Any, Pipeline, Health]:
+    """A pipeline in this process on the test's topics (input keyed by account), not started; its
+    partition count, GeoIP reader (to close), and health."""
     create_topic(topics.bootstrap, topics.input)
     settings = resolve(
         {
@@ -68,6 +68,7 @@ def test_each_transaction_adds_its_partitions_in_one_request_and_alerts_keep_kaf
             "group_id": topics.group,
             "geoip_db": real_db,
             "input_keyed_by_account": True,
+            **more,
         },
         environ={},
         command="run",
@@ -76,7 +77,19 @@ def test_each_transaction_adds_its_partitions_in_one_request_and_alerts_keep_kaf
     geo = open_geoip(settings)
     store = PartitionedStore(geo.locate, settings.state_cache_size, partitions)
     health = Health()
-    pipeline = Pipeline(settings, build_engine(settings, geo, store=store), Metrics(), health)
+    return (
+        partitions,
+        geo,
+        Pipeline(settings, build_engine(settings, geo, store=store), Metrics(), health),
+        health,
+    )
+
+
+def test_each_transaction_adds_its_partitions_in_one_request_and_alerts_keep_kafkas_partition(
+    topics: Topics, real_db: str, catalogue: Catalogue
+) -> None:
+    t = Generator(catalogue, seed=31).generate(150, "clear")
+    partitions, geo, pipeline, health = _pipeline(topics, real_db)
     requests = Requests(f"{topics.group}-")  # (the pipeline's transactional id: the group, then the instance)
     manager_log = logging.getLogger("kafka.producer.transaction_manager")
     level = manager_log.level
@@ -142,25 +155,7 @@ def test_a_batchs_records_skip_sends_checks_but_large_ones_and_dead_letters(
     partitioner places it, with headers) go through ``send()``. Every one lands where it was sent."""
     from detector import kafka as kafka_module
 
-    create_topic(topics.bootstrap, topics.input)
-    settings = resolve(
-        {
-            "bootstrap_servers": topics.bootstrap,
-            "input_topic": topics.input,
-            "alert_topic": topics.alerts,
-            "dlq_topic": topics.dlq,
-            "group_id": topics.group,
-            "geoip_db": real_db,
-            "input_keyed_by_account": True,
-            "transactions": False,
-        },
-        environ={},
-        command="run",
-    )
-    partitions = prepare_topics(settings)
-    geo = open_geoip(settings)
-    store = PartitionedStore(geo.locate, settings.state_cache_size, partitions)
-    pipeline = Pipeline(settings, build_engine(settings, geo, store=store), Metrics(), Health())
+    partitions, geo, pipeline, _ = _pipeline(topics, real_db, transactions=False)
     small = {f"user-{n}": (n % partitions, bytes([n]) * 120) for n in range(50)}
     large = ("user-large", 3, b"L" * (kafka_module.DIRECT_MAX_BYTES + 1))
     dead = SimpleNamespace(key=b"k", value=b"not a sign-in", topic=topics.input, partition=0, offset=7)
