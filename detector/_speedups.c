@@ -1620,6 +1620,19 @@ fail:
    Python read each entry as a boxed int through the array's item protocol: a probe of a table of 10^6
    accounts ran about 6 of them (70% full), and storing the packed accounts of a replay over 10^6
    accounts was a tenth of its time. */
+/* An array of one type code ("I", "i", "Q"), its buffer in *view. */
+static int typed_array(PyObject *obj, Py_buffer *view, const char *format, Py_ssize_t itemsize, int flags)
+{
+    if (PyObject_GetBuffer(obj, view, flags | PyBUF_FORMAT) < 0)
+        return -1;
+    if (view->itemsize != itemsize || view->format == NULL || strcmp(view->format, format) != 0) {
+        PyErr_Format(PyExc_ValueError, "an array '%s' expected", format);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
 typedef struct {
     Py_buffer marks, slots;
     size_t mask;
@@ -1627,15 +1640,14 @@ typedef struct {
 
 static int index_arrays(PyObject *marks, PyObject *slots, IndexArrays *ix)
 {
-    if (PyObject_GetBuffer(marks, &ix->marks, PyBUF_WRITABLE | PyBUF_FORMAT) < 0)
+    if (typed_array(marks, &ix->marks, "I", 4, PyBUF_WRITABLE) < 0)
         return -1;
-    if (PyObject_GetBuffer(slots, &ix->slots, PyBUF_WRITABLE | PyBUF_FORMAT) < 0) {
+    if (typed_array(slots, &ix->slots, "i", 4, PyBUF_WRITABLE) < 0) {
         PyBuffer_Release(&ix->marks);
         return -1;
     }
     Py_ssize_t n = ix->slots.len / 4;
-    if (ix->marks.itemsize != 4 || ix->slots.itemsize != 4 || strcmp(ix->marks.format, "I") != 0 ||
-        strcmp(ix->slots.format, "i") != 0 || ix->marks.len != ix->slots.len || n == 0 || (n & (n - 1))) {
+    if (ix->marks.len != ix->slots.len || n == 0 || (n & (n - 1))) {
         PyErr_SetString(PyExc_ValueError, "an index: arrays 'I' and 'i' of one power-of-two length");
         PyBuffer_Release(&ix->marks);
         PyBuffer_Release(&ix->slots);
@@ -1843,19 +1855,6 @@ static PyObject *index_remove(PyObject *self, PyObject *const *args, Py_ssize_t 
     Py_RETURN_NONE;
 }
 
-/* An array of one type code ("Q" or "I"), its buffer in *view. */
-static int typed_array(PyObject *obj, Py_buffer *view, const char *format, Py_ssize_t itemsize, int flags)
-{
-    if (PyObject_GetBuffer(obj, view, flags | PyBUF_FORMAT) < 0)
-        return -1;
-    if (view->itemsize != itemsize || view->format == NULL || strcmp(view->format, format) != 0) {
-        PyErr_Format(PyExc_ValueError, "an array '%s' expected", format);
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
 /* place_blobs(starts, sizes, at, blobs, base) -> None: the packed accounts just appended to the store's
    arena at ``base``, one after another: slot at[k] starts where blobs[k] does and has its size
    (CompactStore._store_cold_many; arrays "Q" and "I" that hold every slot named). */
@@ -1920,29 +1919,18 @@ static PyObject *warm(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (k == -1 && PyErr_Occurred())
         return NULL;
     IndexArrays ix;
-    Py_buffer arena, starts, sizes;
+    Py_buffer arena = {0}, starts = {0}, sizes = {0}; /* (released below whether taken or not) */
     if (index_arrays(args[3], args[4], &ix) < 0)
         return NULL;
-    if (PyObject_GetBuffer(args[5], &arena, PyBUF_SIMPLE) < 0) {
-        index_release(&ix);
-        return NULL;
-    }
-    if (typed_array(args[6], &starts, "Q", 8, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&arena);
-        index_release(&ix);
-        return NULL;
-    }
-    if (typed_array(args[7], &sizes, "I", 4, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&starts);
-        PyBuffer_Release(&arena);
-        index_release(&ix);
-        return NULL;
-    }
+    int status = PyObject_GetBuffer(args[5], &arena, PyBUF_SIMPLE) < 0 ||
+                         typed_array(args[6], &starts, "Q", 8, PyBUF_SIMPLE) < 0 ||
+                         typed_array(args[7], &sizes, "I", 4, PyBUF_SIMPLE) < 0
+                     ? -1
+                     : 0;
     const uint32_t *marks = ix.marks.buf;
     const int32_t *slots = ix.slots.buf;
     const unsigned char *bytes = arena.buf;
     Py_ssize_t held = starts.len / 8 < sizes.len / 4 ? starts.len / 8 : sizes.len / 4;
-    int status = 0;
     for (k = k < 0 ? 0 : k; k < n && status == 0; k++) {
         if (k + WARM_AHEAD_SLOT < n) {
             dict_prefetch(hot, PyList_GET_ITEM(users, k + WARM_AHEAD_SLOT), 0);
