@@ -34,6 +34,7 @@ from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, Ka
 from kafka import errors as kerr
 from kafka.admin import NewTopic
 from kafka.partitioner.default import murmur2
+from kafka.producer.record_accumulator import RecordAccumulator
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from detector import __version__, logs
@@ -188,9 +189,15 @@ CAUGHT_UP_MARGIN_S = 1.0
 MARKER_EVERY_S = 1.0
 # Between tries of a transactional request (README, Performance: the latency of the Kafka path).
 TXN_RETRY_BACKOFF_MS = 2
-# Records up to this size (key and value) skip send()'s checks (see _direct_append); larger ones, far
+# Records up to this size (key and value) skip send()'s checks (see _DIRECT_APPEND); larger ones, far
 # rarer, go through them (a record over the producer's max_request_size is refused there at once).
 DIRECT_MAX_BYTES = 100_000
+# Whether a batch's records go straight to kafka-python's accumulator, its ``append`` being 3.x's
+# (where a record goes in send()'s last step; with another version every record goes through send()).
+# send() costs about 25 us a record, half of it checks that the records of a batch do not need (bytes
+# already, the partition named and added to the transaction, the size far under the limit): for the
+# changelog's one record per account changed, most of the Kafka path's records (README, Performance).
+_DIRECT_APPEND = "abort_on_new_batch" in inspect.signature(RecordAccumulator.append).parameters
 
 
 def internal_topics(settings: Any) -> tuple[str, str]:
@@ -910,7 +917,7 @@ class Pipeline:
             for tp in {TopicPartition(topic, p) for topic, p, *_ in records if p is not None}:
                 add(tp)
         send, producer = self.producer.send, self.producer
-        append = _direct_append(producer)
+        append = producer._accumulator.append if _DIRECT_APPEND else None
         if append is not None:  # (each topic's partitions known, as send() makes sure)
             for topic in {topic for topic, *_ in records}:
                 producer.partitions_for(topic)
@@ -1032,20 +1039,6 @@ class Pipeline:
                 )
                 stop.wait(1.0)
         return False
-
-
-def _direct_append(producer: KafkaProducer) -> Callable[..., Any] | None:
-    """kafka-python's accumulator's ``append`` (3.x), where a record goes in ``send()``'s last step; None
-    with another version. ``send()`` costs about 25 us a record, half of it checks that the records of a
-    batch do not need (bytes already, the partition named and added to the transaction, the size far
-    under the limit): for the changelog's one record per account changed, most of the Kafka path's
-    records (README, Performance)."""
-    append = producer._accumulator.append
-    try:
-        direct = "abort_on_new_batch" in inspect.signature(append).parameters
-    except (TypeError, ValueError):
-        direct = False
-    return append if direct else None
 
 
 def _txn(producer: KafkaProducer, method: str, timeout_s: float) -> None:

@@ -163,7 +163,7 @@ def test_a_batchs_records_skip_sends_checks_but_large_ones_and_dead_letters(
     sent: list[str] = []
     try:
         pipeline.start(partitions)
-        assert pipeline.producer is not None and kafka_module._direct_append(pipeline.producer) is not None
+        assert pipeline.producer is not None and kafka_module._DIRECT_APPEND
         send = pipeline.producer.send
 
         def counted(topic: str, **kw: object) -> object:
