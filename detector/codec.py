@@ -410,7 +410,9 @@ def escape_json_controls(data: bytes) -> bytes:
     """orjson output with the controls it leaves raw (DEL, C1, separators, bidi) written as ``\\uNNNN``:
     the same JSON value, but safe to print. (In valid UTF-8 these byte sequences are only ever those
     characters, and in JSON text characters other than ASCII only occur inside strings.)"""
-    return _JSON_UNSAFE.sub(_json_escape, data)
+    if b"\xe2" in data or b"\xc2" in data or b"\xd8" in data or b"\x7f" in data:  # (their first bytes)
+        return _JSON_UNSAFE.sub(_json_escape, data)
+    return data  # (the regex's scan took 7 us an alert)
 
 
 def reason_code(reason: str) -> str:

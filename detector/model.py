@@ -56,7 +56,7 @@ def to_datetime(epoch_s: float) -> datetime:
 _DAYS: dict[int, str] = {}
 
 
-def utc_text(epoch_s: float) -> str:
+def _utc_text(epoch_s: float) -> str:
     """RFC 3339 text in UTC with ``Z``; fractional seconds only when there are any: the instant
     ``to_datetime`` gives, written from its day (a datetime's ``strftime`` for each day, kept) and the
     seconds within it (strftime for every call took 5 us, six calls an alert and one a normalised line)."""
@@ -72,6 +72,17 @@ def utc_text(epoch_s: float) -> str:
     if fraction:
         text += f".{fraction:06d}".rstrip("0")
     return text + "Z"
+
+
+# ``utc_text(epoch_s)``: in C where built, for 1970 to 9999 (0.3 us where the Python takes 2).
+if SPEEDUPS is not None:
+    _UTC_TEXT: Callable[[float], str | None] = SPEEDUPS.utc_text
+
+    def utc_text(epoch_s: float) -> str:
+        return _UTC_TEXT(epoch_s) or _utc_text(epoch_s)
+
+else:
+    utc_text = _utc_text
 
 
 @dataclass(frozen=True, slots=True)

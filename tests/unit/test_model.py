@@ -3,6 +3,7 @@ makes them (and by its Python twin where not)."""
 
 from __future__ import annotations
 
+import math
 import pickle
 from collections import Counter
 from typing import Any
@@ -167,3 +168,33 @@ def test_utc_text_writes_the_instant_to_datetime_gives(epoch_s: float) -> None:
     )
     assert model.utc_text(epoch_s) == expected + "Z"
     assert model.utc_text(epoch_s) == expected + "Z"  # (the second time from the cached day)
+
+
+UTC_TEXT_END = 253_402_300_800  # 10000-01-01T00:00:00Z: utc_text in C writes the instants before it
+
+
+@given(
+    st.floats(-1e3, 2.6e11)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(-10, 2_600_000_000_000)
+    | st.integers()
+)
+@example(140_719.3404845)  # (x * 10^6 is exactly 140719340484.5: to the even microsecond, 4)
+@example(1_700_000_000.9999995)  # (up to the next second)
+@example(UTC_TEXT_END - 0.000001)
+@example(UTC_TEXT_END - 0.0000004)  # (rounds to year 10000: the twin's)
+@example(UTC_TEXT_END)
+@example(-0.0)
+@example(True)  # (not a plain int: the twin's)
+def test_utc_text_in_c_is_its_python_twin(epoch_s: float) -> None:
+    """Equal text for every instant it writes (1970 to 9999, from plain ints and floats); None for every
+    other, which the Python twin then writes (or refuses)."""
+    if model.SPEEDUPS is None:
+        pytest.skip("detector/_speedups.c is not built (make setup)")
+    text = model.SPEEDUPS.utc_text(epoch_s)
+    micros = epoch_s * 1_000_000
+    finite = isinstance(micros, int) or math.isfinite(micros)
+    if type(epoch_s) in (int, float) and finite and 0 <= round(micros) < UTC_TEXT_END * 1_000_000:
+        assert text == model._utc_text(epoch_s)
+    else:
+        assert text is None

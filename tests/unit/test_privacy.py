@@ -254,6 +254,19 @@ def test_json_escaping_keeps_the_value_and_drops_raw_controls() -> None:
     assert not any(c in safe.decode() for c in "\x1b\x7f\x85\x9b\u2028\u202e\n")
 
 
+@pytest.mark.parametrize(
+    "char", ["\x7f", "\x80", "\x9f", "\u061c", "\u200e", "\u200f", "\u2028", "\u202e", "\u2066", "\u2069"]
+)
+def test_json_escaping_finds_each_unsafe_character_alone(char: str) -> None:
+    """Each on its own among safe text (the escaping looks for their first bytes before it searches)."""
+    value = f"Z\u00fcrich, S\u00e3o Paulo {char}."  # (no other character that starts as one of them)
+    safe = escape_json_controls(orjson.dumps({"city": value}))
+    assert json.loads(safe) == {"city": value}
+    assert char not in safe.decode() and f"\\u{ord(char):04x}".encode() in safe
+    plain = orjson.dumps({"city": "Z\u00fcrich \u2013 S\u00e3o Paulo"})
+    assert escape_json_controls(plain) == plain
+
+
 def test_text_logs_escape_and_quote(capsys: pytest.CaptureFixture[str]) -> None:
     logs.setup("info", "text")
     logs.event(logging.getLogger("detector.x"), "rejected", user=NASTY, reason="ok=1 forged=2", n=3)
