@@ -38,7 +38,18 @@ from types import MappingProxyType
 from typing import Literal, NamedTuple
 
 from detector.geo import SCREEN_MARGIN, geodesic_km, haversine_km, net_distance_km, speed_kmh
-from detector.model import AccountState, Alert, Alerted, Location, SignIn, Visit, blake2b, make, utc_text
+from detector.model import (
+    AccountState,
+    Alert,
+    Alerted,
+    Location,
+    SignIn,
+    Visit,
+    blake2b,
+    make,
+    new_alert,
+    utc_text,
+)
 
 Outcome = Literal["first", "plausible", "alert", "duplicate", "suppressed", "same_ip", "failure_checked"]
 
@@ -576,7 +587,7 @@ def _make_alert(
         reasons.append(
             "late event: arrived after a newer sign-in and was compared with its neighbours in time"
         )
-    return Alert(
+    return new_alert(
         alert_id=aid,
         user=user,
         detected_at=now,

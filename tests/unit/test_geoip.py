@@ -31,7 +31,7 @@ from detector.geoip import (
     _decode_value,
     read_metadata,
 )
-from detector.model import SPEEDUPS, DatabaseInfo, Location, new_location
+from detector.model import SPEEDUPS, Alert, DatabaseInfo, Location, Visit, new_alert, new_location
 from detector.testing import PLACES, build_asn_db, build_city_db, ip_in
 from tests.conftest import IN_CI
 
@@ -64,6 +64,43 @@ def test_new_location_is_the_location_the_constructor_builds(
     fast = new_location(lat, lon, radius, country, city, coarse, database)
     assert fast == made and hash(fast) == hash(made) and repr(fast) == repr(made)
     assert fast.place == made.place  # (not compared by ==)
+    assert pickle.loads(pickle.dumps(fast)) == made
+
+
+@given(
+    st.floats(allow_nan=False),
+    st.none() | st.floats(0, 1e6),
+    st.lists(st.text(max_size=5), max_size=3),
+    st.booleans(),
+)
+def test_new_alert_is_the_alert_the_constructor_builds(
+    distance: float, speed: float | None, reasons: list[str], late: bool
+) -> None:
+    london = new_location(51.5, -0.12, 20.0, "GB", "London", False, None)
+    a, b = (
+        Visit("e1", "203.0.113.9", 1_700_000_000.0, london),
+        Visit("e2", "2001:db8::1", 1_700_000_060.5, None),
+    )
+    values = (
+        "id",
+        "user",
+        1.5,
+        "high",
+        "medium",
+        distance,
+        distance / 2,
+        60.5,
+        speed,
+        speed,
+        a,
+        b,
+        900.0,
+        100.0,
+    )
+    made = Alert(*values, reasons=tuple(reasons), late=late)
+    fast = new_alert(*values, tuple(reasons), late)
+    assert fast == made and repr(fast) == repr(made) and fast.rule == "impossible_travel" and fast.extra == {}
+    assert fast.extra is not new_alert(*values, (), late).extra  # (each its own)
     assert pickle.loads(pickle.dumps(fast)) == made
 
 
