@@ -595,14 +595,10 @@ class Pipeline:
             todo = {tp for tp in tps if ends.get(tp, 0) > 0}
             while todo and not stop.is_set():
                 for tp, batch in reader.poll(timeout_ms=500).items():
-                    store = self.store.parts[tp.partition]
-                    for record in batch:
-                        user = record.key.decode("utf-8", "surrogatepass")
-                        if record.value is None:
-                            store.delete(user)
-                        else:
-                            store.put_packed(user, record.value)
-                        records += 1
+                    self.store.parts[tp.partition].put_packed_many(
+                        [(record.key.decode("utf-8", "surrogatepass"), record.value) for record in batch]
+                    )
+                    records += len(batch)
                 todo = {tp for tp in todo if reader.position(tp) < ends[tp]}
         finally:
             reader.close()

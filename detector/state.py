@@ -358,20 +358,9 @@ class CompactStore:
         self._hot[user] = state
         self.settle()
 
-    def _store_cold(self, user: str, blob: bytes) -> None:
-        if self._free:
-            slot = self._free.pop()
-            self._starts[slot] = len(self._arena)
-            self._sizes[slot] = len(blob)
-        else:
-            slot = len(self._sizes)
-            self._starts.append(len(self._arena))
-            self._sizes.append(len(blob))
-        self._arena += blob
-        self._index.add(_mark(user), slot)
-
     def _store_cold_many(self, users: list[str], blobs: list[bytes]) -> None:
-        """``_store_cold`` of each pair: the same slots, the blobs appended to the arena at once."""
+        """Store packed states: each in a free slot (the last freed first) or a new one, the blobs appended
+        to the arena at once, and indexed."""
         free = self._free
         reused = min(len(free), len(users))
         at = free[len(free) - reused :][::-1]  # (as many pop()s would)
@@ -407,13 +396,14 @@ class CompactStore:
                 arena += self._arena[start : start + size]
         self._arena, self._garbage = arena, 0
 
-    def put_packed(self, user: str, blob: bytes) -> None:
-        """Take an account's packed state as it is (restoring from a changelog: no unpacking)."""
-        if self._hot.pop(user, None) is None:
-            slot = self._find_cold(user)
-            if slot >= 0:
-                self._drop_cold(user, slot)
-        self._store_cold(user, blob)
+    def put_packed_many(self, records: Iterable[tuple[str, bytes | None]]) -> None:
+        """A changelog's records, restored in order: each account's packed state taken as it is (no
+        unpacking), None deleting it; of several records of one account, the last counts."""
+        last = dict(records)
+        for user in last:
+            self.delete(user)
+        users = [user for user, blob in last.items() if blob is not None]
+        self._store_cold_many(users, [blob for blob in last.values() if blob is not None])
 
     def expire(self, before: float) -> list[str]:
         """Drop the accounts whose newest event is older than ``before``; returns them."""

@@ -126,6 +126,37 @@ def test_compact_store_is_a_dict(operations: list, hot: int) -> None:
     assert dict(store.items()) == dict(model.items())
 
 
+@settings(max_examples=200)
+@given(
+    st.lists(st.tuples(st.integers(0, 12), states), max_size=12),
+    st.lists(st.tuples(st.integers(0, 12), st.none() | states), max_size=40),
+    st.integers(1, 5),
+    st.integers(1, 9),
+)
+def test_restoring_a_changelog_is_applying_its_records_in_order(
+    before: list[tuple[int, AccountState]],
+    records: list[tuple[int, AccountState | None]],
+    hot: int,
+    poll: int,
+) -> None:
+    """Records restored a poll at a time (``put_packed_many``), over accounts the store holds (hot and
+    packed) or not: each account ends with its last record's state, or none after a tombstone."""
+    store, model = CompactStore(locate, hot_size=hot), MemoryStore()
+    store.put_many({f"user-{n}": state for n, state in before})
+    model.put_many({f"user-{n}": state for n, state in before})
+    changelog = [(f"user-{n}", None if state is None else pack(f"user-{n}", state)) for n, state in records]
+    for i in range(0, len(changelog), poll):
+        store.put_packed_many(changelog[i : i + poll])
+    for user, blob in changelog:
+        if blob is None:
+            model.delete(user)
+        else:
+            model.put(user, unpack(blob, locate)[1])
+    assert len(store) == len(model)
+    assert dict(store.items()) == dict(model.items())
+    assert {user: store.get(user) for user in model._states} == model._states
+
+
 def test_the_least_recently_active_are_packed_first_after_batches_updated_in_place() -> None:
     """While all fit, a batch updates the accounts it holds where they are (one dict operation); when
     packing is first needed, the accounts are packed by their newest sign-in, oldest first, as if each
