@@ -187,6 +187,10 @@ IDLE_AFTER_S = 2.0
 CAUGHT_UP_MARGIN_S = 1.0
 # Markers go out when a promise changes, and at least this often.
 MARKER_EVERY_S = 1.0
+# How long a poll that brought a batch waits for the fetch it sent (see Pipeline._poll): about a round
+# trip to the broker while records keep coming; the whole of it only when none come.
+FRESH_FETCH_MS = 5
+FRESH_FETCH_MAX = 500
 # Between tries of a transactional request (README, Performance: the latency of the Kafka path).
 TXN_RETRY_BACKOFF_MS = 2
 # Records up to this size (key and value) skip send()'s checks (see _DIRECT_APPEND); larger ones, far
@@ -445,7 +449,7 @@ class Pipeline:
                 if due is not None:
                     timeout = min(timeout, max(0.0, due - time.monotonic()))
             try:
-                polled = self.consumer.poll(timeout_ms=int(timeout * 1000))
+                polled = self._poll(int(timeout * 1000))
             except (kerr.KafkaError, OSError) as exc:
                 self.metrics.broker_errors.labels(type(exc).__name__).inc()
                 logs.event(log, "poll failed; retrying", logging.WARNING, error=brief(exc))
@@ -469,6 +473,23 @@ class Pipeline:
                 if self._idle_positions():
                     self._batch({}, stop)
         logs.event(log, "stopping: closing consumer and producer")
+
+    def _poll(self, timeout_ms: int) -> dict[TopicPartition, list[Any]]:
+        """A poll, and when it brings live traffic (a few records, at most ``FRESH_FETCH_MAX``), one more
+        of up to ``FRESH_FETCH_MS``.
+
+        kafka-python sends the next fetch as soon as a poll returns, so the records a poll returns were
+        fetched at the start of the batch before: those that came in while it was evaluated and
+        committed wait for the fetch this poll sends, one more batch. The second poll takes them now.
+        Behind a backlog (large polls) the wait would only slow the catching up."""
+        assert self.consumer is not None
+        polled = self.consumer.poll(timeout_ms=timeout_ms)
+        got = sum(len(records) for records in polled.values())
+        room = self.s.batch_size - got
+        if 0 < got <= FRESH_FETCH_MAX and room > 0:
+            for tp, records in self.consumer.poll(timeout_ms=FRESH_FETCH_MS, max_records=room).items():
+                polled.setdefault(tp, []).extend(records)
+        return polled
 
     def _rejoin_if_left_out(self) -> None:
         """kafka-python now and then assigns a member that joined before its metadata showed the topics

@@ -182,3 +182,38 @@ def test_a_batchs_records_skip_sends_checks_but_large_ones_and_dead_letters(
     assert landed == {**small, large[0]: large[1:]}
     (letter,) = read_all(topics.bootstrap, topics.dlq)
     assert letter.value == dead.value and dict(letter.headers)["reason"] == b"bad: test"
+
+
+def test_a_poll_of_live_traffic_also_takes_what_came_in_after_its_records_were_fetched(
+    topics: Topics, real_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``Pipeline._poll``: records already fetched (kafka-python's buffer), and, when they are few, what
+    came in since, from the fetch the first poll sends; many are returned alone."""
+    from detector import kafka as kafka_module
+
+    monkeypatch.setattr(kafka_module, "FRESH_FETCH_MS", 10_000)  # (returns once the records are in)
+    partitions, geo, pipeline, _ = _pipeline(topics, real_db)
+    key = [b"one-account"] * 6  # (one partition: its records in order)
+
+    def values(polled: dict[Any, list[Any]]) -> list[bytes]:
+        return [record.value for records in polled.values() for record in records]
+
+    try:
+        pipeline.start(partitions)
+        assert pipeline.consumer is not None
+        produce(topics.bootstrap, topics.input, [b"a0", b"b0", b"b1", b"b2", b"b3"], key)
+        first: list[bytes] = []
+        while not first:  # (joins the group; the fetch brings all five, one is returned, four are kept)
+            first = values(pipeline.consumer.poll(timeout_ms=1000, max_records=1))
+        assert first == [b"a0"]
+        produce(topics.bootstrap, topics.input, [b"c0", b"c1"], key)
+        assert values(pipeline._poll(1000)) == [b"b0", b"b1", b"b2", b"b3", b"c0", b"c1"]
+
+        produce(topics.bootstrap, topics.input, [b"d0", b"d1", b"d2"], key)
+        assert values(pipeline.consumer.poll(timeout_ms=10_000, max_records=1)) == [b"d0"]
+        produce(topics.bootstrap, topics.input, [b"e0"], key)
+        monkeypatch.setattr(kafka_module, "FRESH_FETCH_MAX", 1)  # (two kept: a backlog's poll)
+        assert values(pipeline._poll(1000)) == [b"d1", b"d2"]
+    finally:
+        pipeline.close()
+        geo.close()
