@@ -75,7 +75,7 @@
 
    utc_text(epoch_s) -> str | None: model.utc_text for instants from 1970 to 9999 (None for the others,
    which the twin writes). An alert writes six (its times, the database's build, the explanation's), and
-   the twin's arithmetic and f-strings took 2 us each: a seventh of an alert's cost.
+   the twin's arithmetic and f-strings took 1.4-2 us each: nearly a fifth of an alert's cost.
 
    int32_max(buffer) -> int: the largest of a buffer of native int32 (-1 when empty), for the record
    index's check when it is opened (geoindex.RecordIndex.load: its twin, max() over a memoryview, took

@@ -187,8 +187,9 @@ IDLE_AFTER_S = 2.0
 CAUGHT_UP_MARGIN_S = 1.0
 # Markers go out when a promise changes, and at least this often.
 MARKER_EVERY_S = 1.0
-# How long a poll that brought a batch waits for the fetch it sent (see Pipeline._poll): about a round
-# trip to the broker while records keep coming; the whole of it only when none come.
+# A poll of live traffic, at most FRESH_FETCH_MAX records (a backlog's polls are larger), polls again
+# for what came in since its records were fetched (see Pipeline._poll): for up to FRESH_FETCH_MS, about
+# a round trip to the broker while records keep coming, the whole of it only when none come.
 FRESH_FETCH_MS = 5
 FRESH_FETCH_MAX = 500
 # Between tries of a transactional request (README, Performance: the latency of the Kafka path).

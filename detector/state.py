@@ -402,8 +402,8 @@ class CompactStore:
         last = dict(records)
         for user in last:
             self.delete(user)
-        users = [user for user, blob in last.items() if blob is not None]
-        self._store_cold_many(users, [blob for blob in last.values() if blob is not None])
+        kept = {user: blob for user, blob in last.items() if blob is not None}
+        self._store_cold_many(list(kept), list(kept.values()))
 
     def expire(self, before: float) -> list[str]:
         """Drop the accounts whose newest event is older than ``before``; returns them."""
