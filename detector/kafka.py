@@ -15,7 +15,6 @@ acknowledged before the offsets are committed (at-least-once; ``alert_id`` lets 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import itertools
 import logging
 import math
@@ -34,10 +33,9 @@ from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, Ka
 from kafka import errors as kerr
 from kafka.admin import NewTopic
 from kafka.partitioner.default import murmur2
-from kafka.producer.record_accumulator import RecordAccumulator
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from detector import __version__, logs
+from detector import __version__, kafkarecords, logs
 from detector.codec import decode_internal, encode_alert, encode_internal
 from detector.engine import Engine
 from detector.errors import BrokerError
@@ -194,15 +192,10 @@ FRESH_FETCH_MS = 5
 FRESH_FETCH_MAX = 500
 # Between tries of a transactional request (README, Performance: the latency of the Kafka path).
 TXN_RETRY_BACKOFF_MS = 2
-# Records up to this size (key and value) skip send()'s checks (see _DIRECT_APPEND); larger ones, far
-# rarer, go through them (a record over the producer's max_request_size is refused there at once).
+# Records up to this size (key and value) are written as whole record batches (kafkarecords); larger
+# ones, far rarer, go through send()'s checks (a record over the producer's max_request_size is refused
+# there at once).
 DIRECT_MAX_BYTES = 100_000
-# Whether a batch's records go straight to kafka-python's accumulator, its ``append`` being 3.x's
-# (where a record goes in send()'s last step; with another version every record goes through send()).
-# send() costs about 25 us a record, half of it checks that the records of a batch do not need (bytes
-# already, the partition named and added to the transaction, the size far under the limit): for the
-# changelog's one record per account changed, most of the Kafka path's records (README, Performance).
-_DIRECT_APPEND = "abort_on_new_batch" in inspect.signature(RecordAccumulator.append).parameters
 
 
 def internal_topics(settings: Any) -> tuple[str, str]:
@@ -355,6 +348,7 @@ class Pipeline:
         if s.instance_id:
             options["group_instance_id"] = s.instance_id
         consumer = KafkaConsumer(**options)
+        kafkarecords.install(consumer)
         consumer.subscribe(self._subscription(), listener=self.assignment)
         return consumer
 
@@ -609,6 +603,7 @@ class Pipeline:
             fetch_max_bytes=64 << 20,
             max_partition_fetch_bytes=16 << 20,
         )
+        kafkarecords.install(reader)
         records = 0
         try:
             reader.assign(tps)
@@ -934,25 +929,26 @@ class Pipeline:
             add = self.producer._transaction_manager.maybe_add_partition_to_transaction
             for tp in {TopicPartition(topic, p) for topic, p, *_ in records if p is not None}:
                 add(tp)
-        send, producer = self.producer.send, self.producer
-        append = producer._accumulator.append if _DIRECT_APPEND else None
-        if append is not None:  # (each topic's partitions known, as send() makes sure)
-            for topic in {topic for topic, *_ in records}:
+        producer = self.producer
+        direct = kafkarecords.direct_batches(producer)
+        if direct:  # (each topic's partitions known, as send() makes sure)
+            for topic in {topic for topic, p, *_ in records if p is not None}:
                 producer.partitions_for(topic)
         futures = []
+        # A partition's records in the order given, those written whole (most) a partition at a time.
+        pending: dict[TopicPartition, tuple[list[bytes | None], list[bytes | None]]] = {}
         for topic, p, k, v, h in records:
-            if (
-                append is None
-                or p is None
-                or h is not None
-                or len(k or b"") + len(v or b"") > DIRECT_MAX_BYTES
-            ):
-                futures.append(send(topic, value=v, key=k, partition=p, headers=h))
+            tp = TopicPartition(topic, p) if p is not None else None
+            if direct and tp is not None and h is None and len(k or b"") + len(v or b"") <= DIRECT_MAX_BYTES:
+                keys, values = pending.setdefault(tp, ([], []))
+                keys.append(k)
+                values.append(v)
                 continue
-            future, full, new, _ = append(TopicPartition(topic, p), None, k, v, [])
-            if full or new:
-                producer._sender.wakeup()
-            futures.append(future)
+            if tp in pending:
+                futures += kafkarecords.append_records(producer, tp, *pending.pop(tp))
+            futures.append(producer.send(topic, value=v, key=k, partition=p, headers=h))
+        for tp, (keys, values) in pending.items():
+            futures += kafkarecords.append_records(producer, tp, keys, values)
         return futures
 
     def _records(self, out: Outputs) -> list[tuple[str, int | None, bytes | None, bytes | None, Any]]:

@@ -147,23 +147,26 @@ def test_each_transaction_adds_its_partitions_in_one_request_and_alerts_keep_kaf
         assert r.partition == DefaultPartitioner().partition(topics.alerts, r.key, r.key, None, None, cluster)
 
 
-def test_a_batchs_records_skip_sends_checks_but_large_ones_and_dead_letters(
+def test_a_batchs_records_go_as_whole_record_batches_but_large_ones_and_dead_letters(
     topics: Topics, real_db: str
 ) -> None:
-    """The records a batch writes to a partition it names go straight into kafka-python's accumulator
-    (``send()``'s checks skipped); a record over ``DIRECT_MAX_BYTES`` and a dead letter (Kafka's
-    partitioner places it, with headers) go through ``send()``. Every one lands where it was sent."""
+    """The records a batch writes to a partition it names go into kafka-python's accumulator as whole
+    record batches (``kafkarecords.append_records``); a record over ``DIRECT_MAX_BYTES`` and a dead
+    letter (Kafka's partitioner places it, with headers) go through ``send()``. Every one lands where
+    it was sent, a partition's records in the order given."""
     from detector import kafka as kafka_module
+    from detector import kafkarecords
 
     partitions, geo, pipeline, _ = _pipeline(topics, real_db, transactions=False)
     small = {f"user-{n}": (n % partitions, bytes([n]) * 120) for n in range(50)}
     large = ("user-large", 3, b"L" * (kafka_module.DIRECT_MAX_BYTES + 1))
     dead = SimpleNamespace(key=b"k", value=b"not a sign-in", topic=topics.input, partition=0, offset=7)
-    changes = [(user, p, blob) for user, (p, blob) in small.items()] + [large]
+    changes = [(user, p, blob) for user, (p, blob) in small.items()]
+    changes.insert(25, large)
     sent: list[str] = []
     try:
         pipeline.start(partitions)
-        assert pipeline.producer is not None and kafka_module._DIRECT_APPEND
+        assert pipeline.producer is not None and kafkarecords.direct_batches(pipeline.producer)
         send = pipeline.producer.send
 
         def counted(topic: str, **kw: object) -> object:
@@ -178,8 +181,11 @@ def test_a_batchs_records_skip_sends_checks_but_large_ones_and_dead_letters(
         pipeline.close()
         geo.close()
     assert sorted(sent) == sorted([topics.dlq, pipeline.changelog])  # the dead letter and the large one
-    landed = {r.key.decode(): (r.partition, r.value) for r in read_all(topics.bootstrap, pipeline.changelog)}
+    read = read_all(topics.bootstrap, pipeline.changelog)
+    landed = {r.key.decode(): (r.partition, r.value) for r in read}
     assert landed == {**small, large[0]: large[1:]}
+    in_3 = [r.key.decode() for r in sorted(read, key=lambda r: r.offset) if r.partition == 3]
+    assert in_3 == [user for user, p, _ in changes if p == 3]
     (letter,) = read_all(topics.bootstrap, topics.dlq)
     assert letter.value == dead.value and dict(letter.headers)["reason"] == b"bad: test"
 
