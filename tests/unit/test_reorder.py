@@ -1,6 +1,8 @@
 from __future__ import annotations
 
-from hypothesis import given
+from typing import Any
+
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.model import SignIn
@@ -133,3 +135,93 @@ def test_file_order_releases_what_the_reorder_buffer_releases(
         assert files.add(events) == reference.release(newest)
         assert len(files) == len(reference)
     assert files.drain() == reference.drain()
+
+
+class Walked:
+    """The buffer as it was before each source kept its queue: every question answered by a walk over
+    all that is held (what ``ReorderBuffer`` must still answer)."""
+
+    def __init__(self, window_s: float, max_hold_s: float) -> None:
+        self.window_s, self.max_hold_s, self.items, self.seq = window_s, max_hold_s, [], 0
+
+    def add(self, event: SignIn, source: str, offset: int, arrived: float, min_hold: float) -> None:
+        self.items.append((event.time, self.seq, event, source, offset, arrived, arrived + min_hold))
+        self.seq += 1
+
+    def release(self, watermark: float, now: float, fresh_from: float) -> list[str]:
+        self.items.sort(key=lambda h: (h[0], h[1]))
+        overdue = [h[0] for h in self.items if now - h[5] >= self.max_hold_s]
+        overdue_limit = max(overdue) if overdue else float("-inf")
+        end = 0
+        for h in self.items:
+            if h[0] > overdue_limit and (h[6] > now or h[0] > watermark - self.window_s):
+                break
+            end += 1
+        out, self.items = self.items[:end], self.items[end:]
+        return [h[2].event_id for h in out]
+
+    def oldest_offsets(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for h in self.items:
+            if h[4] >= 0 and (h[3] not in out or h[4] < out[h[3]]):
+                out[h[3]] = h[4]
+        return out
+
+    def oldest_times(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for h in self.items:
+            out[h[3]] = min(out.get(h[3], h[0]), h[0])
+        return out
+
+
+step = st.one_of(
+    st.tuples(
+        st.just("add"),
+        st.integers(0, 40),
+        st.sampled_from("pqr"),
+        st.integers(-1, 12),
+        st.integers(0, 8),
+        st.sampled_from([0.0, 0.0, 2.0]),
+    ),
+    st.tuples(
+        st.just("release"), st.integers(0, 45), st.integers(0, 12), st.sampled_from([float("-inf"), 20.0])
+    ),
+    st.tuples(st.just("undo")),
+    st.tuples(st.just("drop"), st.sampled_from("pqr")),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(step, max_size=60), st.sampled_from([float("inf"), 3.0]), st.sampled_from([0.0, 5.0]))
+def test_the_queues_answer_as_a_walk_over_everything_held(
+    steps: list[tuple[Any, ...]], max_hold: float, window: float
+) -> None:
+    """Sign-ins added in and out of order, offsets and arrivals going back at times, released, a batch
+    undone (snapshot and restore), a source dropped: the same releases, oldest offsets and oldest
+    times as a walk over all that is held finds."""
+    buffer, walked = ReorderBuffer(window, max_hold), Walked(window, max_hold)
+    saved: tuple[Any, ...] | None = None
+    for n, (op, *args) in enumerate(steps):
+        if op == "add":
+            t, source, offset, arrived, hold = args
+            event = ev(float(t), f"e{n}")
+            buffer.add(event, source, offset, float(arrived), hold)
+            walked.add(event, source, offset, float(arrived), hold)
+        elif op == "release":
+            mark, now, fresh = args
+            got = [h.event.event_id for h in buffer.release_held(float(mark), float(now), None, fresh)]
+            assert got == walked.release(float(mark), float(now), fresh)
+        elif op == "undo":
+            if saved is None:
+                saved = (buffer.snapshot(), list(walked.items))
+            else:
+                buffer.restore(saved[0])
+                walked.items, saved = list(saved[1]), None
+        else:
+            assert buffer.drop_sources([args[0]]) == sum(1 for h in walked.items if h[3] == args[0])
+            walked.items = [h for h in walked.items if h[3] != args[0]]
+            saved = None
+        assert buffer.oldest_offsets() == walked.oldest_offsets()
+        assert buffer.oldest_times() == walked.oldest_times()
+        assert len(buffer) == len(walked.items)
+    assert [e.event_id for e in buffer.drain()] == walked.release(float("inf"), float("inf"), float("-inf"))
