@@ -160,9 +160,11 @@ def test_a_batchs_records_go_as_whole_record_batches_but_large_ones_and_dead_let
     partitions, geo, pipeline, _ = _pipeline(topics, real_db, transactions=False)
     small = {f"user-{n}": (n % partitions, bytes([n]) * 120) for n in range(50)}
     large = ("user-large", 3, b"L" * (kafka_module.DIRECT_MAX_BYTES + 1))
+    first = ("user-first", 3, b"F" * (kafka_module.DIRECT_MAX_BYTES + 1))
     dead = SimpleNamespace(key=b"k", value=b"not a sign-in", topic=topics.input, partition=0, offset=7)
     changes = [(user, p, blob) for user, (p, blob) in small.items()]
     changes.insert(25, large)
+    changes.insert(0, first)
     sent: list[str] = []
     try:
         pipeline.start(partitions)
@@ -180,10 +182,10 @@ def test_a_batchs_records_go_as_whole_record_batches_but_large_ones_and_dead_let
     finally:
         pipeline.close()
         geo.close()
-    assert sorted(sent) == sorted([topics.dlq, pipeline.changelog])  # the dead letter and the large one
+    assert sorted(sent) == sorted([topics.dlq, pipeline.changelog, pipeline.changelog])  # and the large ones
     read = read_all(topics.bootstrap, pipeline.changelog)
     landed = {r.key.decode(): (r.partition, r.value) for r in read}
-    assert landed == {**small, large[0]: large[1:]}
+    assert landed == {**small, large[0]: large[1:], first[0]: first[1:]}
     in_3 = [r.key.decode() for r in sorted(read, key=lambda r: r.offset) if r.partition == 3]
     assert in_3 == [user for user, p, _ in changes if p == 3]
     (letter,) = read_all(topics.bootstrap, topics.dlq)
