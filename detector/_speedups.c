@@ -1994,21 +1994,25 @@ stop:
 static PyObject *name_source, *name_network, *name_asn, *text_geoip, *text_hosting;
 
 typedef struct {
-    char *data;
+    char *data; /* first the caller's own (stack), then the heap's when that is too small */
     Py_ssize_t len, size;
+    int on_heap;
 } Buffer;
 
 static int put(Buffer *b, const void *bytes, Py_ssize_t n)
 {
     if (b->len + n > b->size) {
         Py_ssize_t size = (b->len + n) * 2;
-        char *data = PyMem_Realloc(b->data, size);
+        char *data = b->on_heap ? PyMem_Realloc(b->data, size) : PyMem_Malloc(size);
         if (data == NULL) {
             PyErr_NoMemory();
             return -1;
         }
+        if (!b->on_heap)
+            memcpy(data, b->data, b->len);
         b->data = data;
         b->size = size;
+        b->on_heap = 1;
     }
     memcpy(b->data + b->len, bytes, n);
     b->len += n;
@@ -2144,7 +2148,8 @@ static PyObject *pack_state(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (!PyTuple_Check(visits) || !PyTuple_Check(ids) || !PyTuple_Check(alerted) ||
         PyTuple_GET_SIZE(alerted) != 0 || PyTuple_GET_SIZE(visits) > 127 || PyTuple_GET_SIZE(ids) > 255)
         Py_RETURN_NONE;
-    Buffer b = {NULL, 0, 0};
+    char first[512]; /* (most states fit: no allocation but the bytes') */
+    Buffer b = {first, 0, sizeof first, 0};
     int status = put_byte(&b, 1);
     if (status == 0)
         status = put_text(&b, args[0]);
@@ -2177,7 +2182,8 @@ static PyObject *pack_state(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (status == 0)
         status = put_byte(&b, 0); /* no alerts */
     PyObject *out = status == 0 ? PyBytes_FromStringAndSize(b.data, b.len) : NULL;
-    PyMem_Free(b.data);
+    if (b.on_heap)
+        PyMem_Free(b.data);
     if (status == 1)
         Py_RETURN_NONE;
     return out;

@@ -235,7 +235,12 @@ any_states = st.builds(
 
 
 @settings(max_examples=500)
-@given(st.text(min_size=1, max_size=40) | st.just("\ud800"), any_states)
+@given(
+    st.text(min_size=1, max_size=40)
+    | st.just("\ud800")
+    | st.text(alphabet="ab\u00e9", min_size=380, max_size=520),  # (past the C's first 512 bytes)
+    any_states,
+)
 def test_pack_in_c_writes_the_bytes_of_its_python_twin(user: str, state: AccountState) -> None:
     from detector import statecodec
 
