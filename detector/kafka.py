@@ -677,15 +677,18 @@ class Pipeline:
                 continue
             normalizer = self.normalizers.get(tp.topic, self.normalizer)
             values = [r.value if r.value is not None else b"" for r in records]
-            for record, outcomes in zip(records, normalizer.many(values), strict=True):
+            add = self.buffer.add
+            for record, signin in zip(records, normalizer.quick(values), strict=True):
+                if signin is not None:  # one canonical sign-in (nearly all): as normalizer.many has it
+                    add(signin, tp, record.offset, arrived, hold if signin.time < old_before else 0.0)
+                    newest = max(newest, signin.time)
+                    continue
                 reasons = []
-                for outcome in outcomes:
+                for outcome in normalizer.records(record.value or b""):
                     if outcome.error is not None:
                         reasons.append(outcome.error.reason)
                     for event in outcome.signins:
-                        self.buffer.add(
-                            event, tp, record.offset, arrived, hold if event.time < old_before else 0.0
-                        )
+                        add(event, tp, record.offset, arrived, hold if event.time < old_before else 0.0)
                         newest = max(newest, event.time)
                 if record.value is None:
                     reasons = ["empty: no value"]
