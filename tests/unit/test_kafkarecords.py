@@ -73,10 +73,12 @@ def test_a_packed_batch_closed_is_the_batch_kafka_python_builds(
 
 
 def batch_of(
-    rows: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]], log_append: bool
+    rows: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]],
+    log_append: bool,
+    gzip: bool = False,
 ) -> bytes:
     """A batch with headers and timestamps that move, at base offset 1000 (as a broker stores it)."""
-    builder = DefaultRecordBatchBuilder(2, 0, False, -1, -1, -1, 1 << 30)
+    builder = DefaultRecordBatchBuilder(2, 1 if gzip else 0, False, -1, -1, -1, 1 << 30)
     for offset, (key, value, hs) in enumerate(rows):
         builder.append(offset, 1_700_000_000_000 + 37 * offset, key, value, hs)
     buffer = builder.build()
@@ -88,13 +90,15 @@ def batch_of(
 
 @needs_c
 @settings(max_examples=150, deadline=None)
-@given(st.lists(st.tuples(field, field, headers), min_size=1, max_size=40), st.booleans())
+@given(st.lists(st.tuples(field, field, headers), min_size=1, max_size=40), st.booleans(), st.booleans())
 def test_a_batch_decoded_in_c_is_what_kafka_pythons_reader_makes(
-    rows: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]], log_append: bool
+    rows: list[tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]]]],
+    log_append: bool,
+    gzip: bool,
 ) -> None:
     """Every field of every ConsumerRecord: offsets, timestamps of either type, keys and values (None
-    too), headers and their sizes."""
-    data = batch_of(rows, log_append)
+    too), headers and their sizes; a compressed batch's too."""
+    data = batch_of(rows, log_append, gzip)
     made = kafkarecords.decode_batch(DefaultRecordBatch(data), TP, 5)
     assert made == kafkarecords._decode_batch(DefaultRecordBatch(data), TP, 5)
     assert [type(r) for r in made] == [kafkarecords.ConsumerRecord] * len(rows)
