@@ -205,6 +205,10 @@ class PartitionRecords(Fetcher.PartitionRecords):
                 )
             if batch.magic != 2:  # (brokers before 4.0 may hold older formats)
                 for record in batch:
+                    if self.check_crcs and not record.validate_crc():
+                        raise CorruptRecordError(
+                            f"Record for partition {self.topic_partition} at offset {record.offset} failed crc check"
+                        )
                     self.next_fetch_offset = record.offset + 1
                     yield ConsumerRecord(
                         tp.topic, tp.partition, -1, record.offset, record.timestamp, record.timestamp_type,

@@ -79,10 +79,8 @@ class ReorderBuffer:
         min_hold: float = 0.0,
     ) -> None:
         items = self._items
-        if self._unsorted_from == len(items) and items and event.time < items[-1].time:
-            self._unsorted_from = len(items)
-        elif self._unsorted_from == len(items):
-            self._unsorted_from += 1
+        if self._unsorted_from == len(items) and not (items and event.time < items[-1].time):
+            self._unsorted_from += 1  # (still in order)
         held = Held(event.time, next(self._seq), event, source, offset, arrived, arrived + min_hold)
         items.append(held)
         queue = self._by_source.get(source)
