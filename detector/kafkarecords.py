@@ -210,11 +210,7 @@ class PartitionRecords(Fetcher.PartitionRecords):
                             f"Record for partition {self.topic_partition} at offset {record.offset} failed crc check"
                         )
                     self.next_fetch_offset = record.offset + 1
-                    yield ConsumerRecord(
-                        tp.topic, tp.partition, -1, record.offset, record.timestamp, record.timestamp_type,
-                        record.key, record.value, record.headers, record.checksum,
-                        -1 if record.key is None else len(record.key), -1 if record.value is None else len(record.value), -1,
-                    )  # fmt: skip
+                    yield _consumer_record(record, tp, -1)
                 batch = records.next_batch()
                 continue
             self.leader_epoch = batch.leader_epoch

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from kafka.errors import CorruptRecordError
 from kafka.record.default_records import DefaultRecordBatch, DefaultRecordBatchBuilder
+from kafka.record.util import calc_crc32c
 from kafka.structs import TopicPartition
 
 from detector import kafkarecords, model
@@ -85,6 +86,7 @@ def batch_of(
     struct.pack_into(">q", buffer, 0, 1000)
     if log_append:
         buffer[22] |= 0x08  # attributes (low byte): LogAppendTime
+        struct.pack_into(">I", buffer, 17, calc_crc32c(bytes(buffer[21:])))  # (its checksum again)
     return bytes(buffer)
 
 
@@ -133,3 +135,28 @@ def test_an_empty_list_makes_no_batch_and_bad_fields_are_refused() -> None:
     if model.SPEEDUPS is not None:
         with pytest.raises(TypeError):
             model.SPEEDUPS.record_batches(["text"], [b"v"], 100)
+
+
+def test_the_fetchers_record_iterator_gives_what_kafka_pythons_gives() -> None:
+    """``PartitionRecords`` over a fetch of an old-format (v1) batch and two v2 batches, from its first
+    offset and from one inside a batch, taken whole and a few at a time: the same records, and the
+    same next fetch offset, as kafka-python's own."""
+    from kafka.consumer.fetcher import Fetcher
+    from kafka.record.legacy_records import LegacyRecordBatchBuilder
+    from kafka.record.memory_records import MemoryRecords
+
+    legacy = LegacyRecordBatchBuilder(1, 0, 1 << 20)
+    for offset in range(3):
+        legacy.append(offset, 1_700_000_000_000 + offset, b"k%d" % offset, b"old %d" % offset)
+    rows = [(b"a", b"one", []), (None, b"two", [("h", b"x")]), (b"c", None, [])]
+    second = bytearray(batch_of(rows, False))
+    struct.pack_into(">q", second, 0, 1003)  # (its base offset)
+    data = bytes(legacy.build()) + batch_of(rows, True) + bytes(second)  # (offsets 0-2, 1000-1002, 1003-1005)
+    for fetch_offset, take in [(0, None), (1001, None), (0, 2), (1000, 4)]:
+        ours = kafkarecords.PartitionRecords(fetch_offset, TP, MemoryRecords(data))
+        theirs = Fetcher.PartitionRecords(fetch_offset, TP, MemoryRecords(data))
+        assert ours.take(take) == theirs.take(take)
+        assert ours.next_fetch_offset == theirs.next_fetch_offset
+        if take is not None:  # (the rest; a drained one is not taken from again)
+            assert ours.take() == theirs.take() and ours.next_fetch_offset == theirs.next_fetch_offset
+        assert not ours and not theirs
