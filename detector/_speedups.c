@@ -130,10 +130,15 @@ static size_t literal(const char *p, const char *end)
 enum { PLAIN, QUOTE, REFUSED, HIGH };
 static unsigned char kinds[256];
 
+/* Each byte's value as a lower-case hex digit, -1 for any other (init_kinds fills it). */
+static signed char hex_digit[256];
+
 static void init_kinds(void)
 {
     for (int c = 0; c < 256; c++)
         kinds[c] = c < 0x20 || c == '\\' ? REFUSED : c == '"' ? QUOTE : c >= 0x80 ? HIGH : PLAIN;
+    for (int c = 0; c < 256; c++)
+        hex_digit[c] = (signed char)(c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1);
 }
 
 /* A JSON string without escapes or control characters, from the opening quote at *p; 0 on any other. */
@@ -2038,11 +2043,6 @@ static int put_text(Buffer *b, PyObject *text)
     return put(b, length, 2) < 0 || put(b, raw, n) < 0 ? -1 : 0;
 }
 
-static int hex_value(int c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : (c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1);
-}
-
 /* statecodec._event_id: a lower-case uuid in 16 bytes, an even-length lower-case hex id of under 256
    characters in half, anything else as text. 0, 1 (leave it to Python), -1. */
 static int put_event_id(Buffer *b, PyObject *eid)
@@ -2057,20 +2057,26 @@ static int put_event_id(Buffer *b, PyObject *eid)
     int uuid = n == 36 && s[8] == '-' && s[13] == '-' && s[18] == '-' && s[23] == '-';
     Py_ssize_t digits = 0;
     int hex = n > 0;
-    for (Py_ssize_t i = 0; i < n && hex; i++) {
-        if (uuid && (i == 8 || i == 13 || i == 18 || i == 23))
-            continue;
-        int v = hex_value(s[i]);
-        if (uuid && s[i] == '-')
-            return 1; /* (the twin drops every dash before its hex check, then fails: Python's error) */
-        if (v < 0)
-            hex = 0;
-        else if (digits < 256) {
-            if (digits % 2 == 0)
-                raw[digits / 2] = (unsigned char)(v << 4);
-            else
-                raw[digits / 2] |= (unsigned char)v;
-            digits++;
+    /* the digits in order (a uuid's between its dashes), up to the first that is not one */
+    static const Py_ssize_t uuid_runs[5][2] = {{0, 8}, {9, 13}, {14, 18}, {19, 23}, {24, 36}};
+    Py_ssize_t whole[1][2] = {{0, n}};
+    const Py_ssize_t(*runs)[2] = uuid ? uuid_runs : (const Py_ssize_t(*)[2])whole;
+    for (int run = 0; run < (uuid ? 5 : 1) && hex; run++) {
+        for (Py_ssize_t i = runs[run][0]; i < runs[run][1]; i++) {
+            int v = hex_digit[(unsigned char)s[i]];
+            if (v < 0) {
+                if (uuid && s[i] == '-')
+                    return 1; /* (the twin drops every dash before its hex check, then fails: Python's error) */
+                hex = 0;
+                break;
+            }
+            if (digits < 256) {
+                if (digits % 2 == 0)
+                    raw[digits / 2] = (unsigned char)(v << 4);
+                else
+                    raw[digits / 2] |= (unsigned char)v;
+                digits++;
+            }
         }
     }
     if (hex && uuid)
