@@ -2058,10 +2058,12 @@ static int put_event_id(Buffer *b, PyObject *eid)
     Py_ssize_t digits = 0;
     int hex = n > 0;
     /* the digits in order (a uuid's between its dashes), up to the first that is not one */
-    static const Py_ssize_t uuid_runs[5][2] = {{0, 8}, {9, 13}, {14, 18}, {19, 23}, {24, 36}};
-    Py_ssize_t whole[1][2] = {{0, n}};
-    const Py_ssize_t(*runs)[2] = uuid ? uuid_runs : (const Py_ssize_t(*)[2])whole;
-    for (int run = 0; run < (uuid ? 5 : 1) && hex; run++) {
+    Py_ssize_t runs[5][2] = {{0, 8}, {9, 13}, {14, 18}, {19, 23}, {24, 36}}, count = 5;
+    if (!uuid) {
+        runs[0][1] = n; /* (the whole text) */
+        count = 1;
+    }
+    for (Py_ssize_t run = 0; run < count && hex; run++) {
         for (Py_ssize_t i = runs[run][0]; i < runs[run][1]; i++) {
             int v = hex_digit[(unsigned char)s[i]];
             if (v < 0) {
@@ -3360,6 +3362,16 @@ static inline char *put_varint(char *p, int64_t v)
 
 #define BATCH_HEADER 61 /* DefaultRecordBase.HEADER_STRUCT.size */
 
+/* The size of a record's body (after its length): attributes, timestamp delta (0), offset delta, key,
+   value (each a length, -1 for None, then its bytes), no headers. */
+static Py_ssize_t record_body(PyObject *k, PyObject *v, Py_ssize_t offset_delta)
+{
+    Py_ssize_t body = 2 + varint_size(offset_delta) + 1;
+    body += k == Py_None ? 1 : varint_size(PyBytes_GET_SIZE(k)) + PyBytes_GET_SIZE(k);
+    body += v == Py_None ? 1 : varint_size(PyBytes_GET_SIZE(v)) + PyBytes_GET_SIZE(v);
+    return body;
+}
+
 /* record_batches(keys, values, max_bytes) -> list[(bytearray, count)]: the records as the bodies of
    record batches, each after 61 zero bytes for its header (kafkarecords.PackedRecords writes it), each
    record's timestamp delta 0 and offset delta its place in its batch, no headers. A batch takes records
@@ -3392,10 +3404,7 @@ static PyObject *record_batches(PyObject *self, PyObject *const *args, Py_ssize_
         /* the records of this batch, and its size */
         Py_ssize_t size = BATCH_HEADER, stop = start;
         for (; stop < n; stop++) {
-            PyObject *k = PyList_GET_ITEM(keys, stop), *v = PyList_GET_ITEM(values, stop);
-            Py_ssize_t body = 2 + varint_size(stop - start) + 1; /* attributes, timestamp delta, offset delta, headers */
-            body += k == Py_None ? 1 : varint_size(PyBytes_GET_SIZE(k)) + PyBytes_GET_SIZE(k);
-            body += v == Py_None ? 1 : varint_size(PyBytes_GET_SIZE(v)) + PyBytes_GET_SIZE(v);
+            Py_ssize_t body = record_body(PyList_GET_ITEM(keys, stop), PyList_GET_ITEM(values, stop), stop - start);
             Py_ssize_t record = varint_size(body) + body;
             if (stop > start && size + record > max_bytes)
                 break;
@@ -3410,10 +3419,7 @@ static PyObject *record_batches(PyObject *self, PyObject *const *args, Py_ssize_
         memset(base, 0, BATCH_HEADER);
         for (Py_ssize_t i = start; i < stop; i++) {
             PyObject *k = PyList_GET_ITEM(keys, i), *v = PyList_GET_ITEM(values, i);
-            Py_ssize_t body = 2 + varint_size(i - start) + 1;
-            body += k == Py_None ? 1 : varint_size(PyBytes_GET_SIZE(k)) + PyBytes_GET_SIZE(k);
-            body += v == Py_None ? 1 : varint_size(PyBytes_GET_SIZE(v)) + PyBytes_GET_SIZE(v);
-            p = put_varint(p, body);
+            p = put_varint(p, record_body(k, v, i - start));
             *p++ = 0; /* attributes */
             *p++ = 0; /* timestamp delta */
             p = put_varint(p, i - start);

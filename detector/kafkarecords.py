@@ -56,18 +56,14 @@ def _record_batches(
     keys: list[bytes | None], values: list[bytes | None], max_bytes: int
 ) -> list[tuple[bytearray, int]]:
     """``record_batches``' twin: kafka-python's own builder, its header left blank."""
-    out: list[tuple[bytearray, int]] = []
-    builder = None
+    batches: list[list[Any]] = []  # [builder, records in it]
     for key, value in zip(keys, values, strict=True):
-        for _ in range(2):
-            if builder is None:
-                builder = DefaultRecordBatchBuilder(2, 0, False, -1, -1, -1, max_bytes)
-                out.append((builder._buffer, 0))
-            if builder.append(out[-1][1], 0, key, value, []) is not None:
-                out[-1] = (builder._buffer, out[-1][1] + 1)
-                break
-            builder = None
-    return out
+        if not batches or batches[-1][0].append(batches[-1][1], 0, key, value, []) is None:
+            builder = DefaultRecordBatchBuilder(2, 0, False, -1, -1, -1, max_bytes)
+            builder.append(0, 0, key, value, [])  # (a batch's first record always goes in)
+            batches.append([builder, 0])
+        batches[-1][1] += 1
+    return [(builder._buffer, count) for builder, count in batches]
 
 
 class PackedRecords:
