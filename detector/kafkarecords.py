@@ -56,6 +56,8 @@ def _record_batches(
     keys: list[bytes | None], values: list[bytes | None], max_bytes: int
 ) -> list[tuple[bytearray, int]]:
     """``record_batches``' twin: kafka-python's own builder, its header left blank."""
+    if len(keys) != len(values):  # (the C's error)
+        raise TypeError("record_batches(keys, values, max_bytes): two lists of one length")
     batches: list[list[Any]] = []  # [builder, records in it]
     for key, value in zip(keys, values, strict=True):
         if not batches or batches[-1][0].append(batches[-1][1], 0, key, value, []) is None:
