@@ -467,8 +467,18 @@ class PartitionedStore:
         self.assign(self.routes[user]).put(user, state)
 
     def put_many(self, changes: Mapping[str, AccountState]) -> None:
+        """Each partition's changes in one ``put_many`` of its store: there, a batch of accounts that are
+        all held as objects is one dict update (a ``put`` each moved every account to the dict's end)."""
+        routes = self.routes
+        by_partition: dict[int, dict[str, AccountState]] = {}
         for user, state in changes.items():
-            self.put(user, state)
+            partition = routes[user]
+            group = by_partition.get(partition)
+            if group is None:
+                group = by_partition[partition] = {}
+            group[user] = state
+        for partition, group in by_partition.items():
+            self.assign(partition).put_many(group)
 
     def delete(self, user: str) -> None:
         store = self.parts.get(self.routes.get(user, -1))

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.model import AccountState, Alerted, Location, Visit
-from detector.state import CompactStore, MemoryStore
+from detector.state import CompactStore, MemoryStore, PartitionedStore
 from detector.statecodec import pack, unpack, user_of
 
 LONDON = Location(51.5074, -0.1278, 10, "GB", "London")
@@ -122,6 +122,35 @@ def test_compact_store_is_a_dict(operations: list, hot: int) -> None:
         else:
             store.delete(user)
             model.delete(user)
+        assert len(store) == len(model)
+    assert dict(store.items()) == dict(model.items())
+
+
+@settings(max_examples=200)
+@given(ops, st.integers(3, 15))
+def test_partitioned_store_is_a_dict(operations: list, hot: int) -> None:
+    """Accounts over three partitions (a batch's changes span them), each partition's store small enough
+    to pack: the same answers as one dict."""
+    store, model = PartitionedStore(locate, hot_size=hot, partitions=3), MemoryStore()
+    for op, n, state in operations:
+        users = [f"user-{m}" for m in (n, n + 1, n + 2)]
+        for m, u in zip((n, n + 1, n + 2), users, strict=True):
+            store.route(u, m % 3)
+        if op in ("put", "working_set"):
+            store.put(users[0], state)
+            model.put(users[0], state)
+        elif op == "put_many":
+            changes = {u: state for u in users}
+            store.put_many(changes)
+            model.put_many(changes)
+            assert all(len(part._hot) <= part.hot_size for part in store.parts.values())
+        elif op == "get":
+            assert store.get(users[0]) == model.get(users[0])
+        elif op == "get_many":
+            assert store.get_many(users) == model.get_many(users)
+        else:
+            store.delete(users[0])
+            model.delete(users[0])
         assert len(store) == len(model)
     assert dict(store.items()) == dict(model.items())
 
