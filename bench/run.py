@@ -988,8 +988,9 @@ def _bench_kafka(
         "/readyz 200 (partitions assigned, polled every 20 ms) until the group's committed offsets on "
         "the input topic (polled every 50 ms) reach its end and its detector_events_total (sign-ins of "
         "committed batches) reaches the record count. The sign-ins are a month old, so the detector "
-        "treats them as a backlog (each waits reorder_min_wait, 1 s, before release); default settings "
-        "otherwise. The goal is judged on the keyed mode",
+        "treats them as a backlog (each waits reorder_min_wait, 1 s, from when it was known to be in the "
+        "log, unless every partition has delivered a newer one); default settings otherwise. The goal is "
+        "judged on the keyed mode",
     }
 
 

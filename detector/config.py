@@ -285,7 +285,8 @@ OPTIONS: tuple[Option, ...] = (
         "1s",
         "wall-clock wait of a sign-in that is over a minute old on "
         "arrival (a backlog or replayed stream), so partitions out of step by milliseconds still come in "
-        "event-time order; fresh sign-ins do not wait",
+        "event-time order; counted from when the record was known to be in the log, and skipped once "
+        "every partition has delivered a newer sign-in; fresh sign-ins do not wait",
         "DURATION",
         commands=KAFKA,
     ),

@@ -315,6 +315,8 @@ class Pipeline:
         self._owned: set[TopicPartition] = set()
         self._next: dict[TopicPartition, int] = {}
         self._newest: dict[TopicPartition, float] = {}
+        # Per owned partition: (when this process saw it, the log end then), the ends ascending; see _in_log_since.
+        self._log_ends: dict[TopicPartition, list[tuple[float, int]]] = {}
         self._assigned_at = time.monotonic()
         self._tombstones: list[tuple[str, int]] = []
         self._committed: dict[TopicPartition, int] = {}  # the offsets of the last committed batch
@@ -453,6 +455,7 @@ class Pipeline:
                 logs.event(log, "poll failed; retrying", logging.WARNING, error=brief(exc))
                 stop.wait(1.0)
                 continue
+            self._note_log_ends()
             if self.assignment.changed:
                 gained = self._on_assignment(stop)
                 # Records fetched before the change: of partitions no longer ours, or of ones just
@@ -488,6 +491,32 @@ class Pipeline:
             for tp, records in self.consumer.poll(timeout_ms=FRESH_FETCH_MS, max_records=room).items():
                 polled.setdefault(tp, []).extend(records)
         return polled
+
+    def _note_log_ends(self) -> None:
+        """Each owned partition's end as the last fetch reported it, when it grew: from then on every
+        record below it is known to have been in the log."""
+        assert self.consumer is not None
+        now = time.monotonic()
+        for tp in self.consumer.assignment():  # (the client's own: ``highwater`` refuses any other)
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                ends = self._log_ends.setdefault(tp, [])
+                if not ends or end > ends[-1][1]:
+                    ends.append((now, end))
+
+    def _in_log_since(self, tp: TopicPartition, offset: int, default: float) -> float:
+        """The earliest time this process knew the record at ``offset`` to be in the log (a log end seen
+        past it), or ``default`` when that is earlier or unknown. Ends at or below ``offset`` are
+        forgotten: records are read in offset order (one read again, after a batch is undone, gets a
+        later time than it could: it waits longer, never less)."""
+        ends = self._log_ends.get(tp)
+        if not ends:
+            return default
+        k = 0
+        while k < len(ends) and ends[k][1] <= offset:
+            k += 1
+        del ends[:k]
+        return min(ends[0][0], default) if ends else default
 
     def _rejoin_if_left_out(self) -> None:
         """kafka-python now and then assigns a member that joined before its metadata showed the topics
@@ -529,6 +558,7 @@ class Pipeline:
             for tp in revoked:
                 self._next.pop(tp, None)
                 self._newest.pop(tp, None)
+                self._log_ends.pop(tp, None)
                 self._committed.pop(tp, None)
                 self._known_end.pop(tp, None)
                 self._ends_asked.pop(tp, None)
@@ -652,9 +682,14 @@ class Pipeline:
         bad: list[tuple[Any, str]] = []
         arrived = time.monotonic()
         # Sign-ins that are already old on arrival come in bursts (a backlog, a replayed stream) where
-        # partitions can be milliseconds out of step: those wait a moment; fresh ones go at once.
-        old_before, hold = self.clock() - FRESH_S, self.s.reorder_min_wait
+        # partitions can be milliseconds out of step: those wait a moment; fresh ones go at once. The
+        # moment counts from when the record was known to be in the log, where that was before it
+        # came: the partitions' shares of a send are all in their logs a moment after it, so the end of
+        # a backlog that was already there waits for nothing.
+        old_before = self.clock() - FRESH_S
         for tp, records in polled.items():
+            since = self._in_log_since(tp, records[-1].offset, arrived)  # (for all: offsets ascend)
+            hold = max(0.0, since + self.s.reorder_min_wait - arrived)
             self._next[tp] = self._position(tp, records[-1].offset + 1)
             newest = self._newest.get(tp, float("-inf"))
             if tp.topic == self.by_account:  # already checked by stage 1
@@ -820,14 +855,16 @@ class Pipeline:
 
         return strict, live
 
-    def _watermark(self, topics: set[str]) -> float:
+    def _watermark(self, topics: set[str]) -> tuple[float, float]:
         """Lowest newest-event-time among the partitions of ``topics`` that still have records to
-        deliver; +inf when all have caught up. A partition not fetched yet counts as behind a moment."""
+        deliver; +inf when all have caught up. A partition not fetched yet counts as behind a moment.
+        And the *settled* mark: the lowest newest-event-time among all of them, caught up or not."""
         assert self.consumer is not None
-        mark = float("inf")
+        mark = settled = float("inf")
         for tp in self.assignment.assigned:
             if tp.topic not in topics:
                 continue
+            settled = min(settled, self._newest.get(tp, float("-inf")))
             highwater = self.consumer.highwater(tp)
             if highwater is None:
                 behind = time.monotonic() - self._assigned_at < 2.0
@@ -841,7 +878,7 @@ class Pipeline:
                 behind = position is None or position < highwater
             if behind:
                 mark = min(mark, self._newest.get(tp, float("-inf")))
-        return mark
+        return mark, min(settled, mark)
 
     def _commit_offsets(self) -> dict[TopicPartition, int]:
         """Per owned partition: the next offset to read, but never past a sign-in still held."""
@@ -866,13 +903,15 @@ class Pipeline:
         markers: list[tuple[int, bytes]] = []
         if not self.keyed:  # stage 1: in event-time order across the input's partitions, by account
             n = self.partitions
-            released = self.buffer.release(self._watermark(set(self.topics)), now_m)
+            mark, settled = self._watermark(set(self.topics))
+            released = self.buffer.release(mark, now_m, settled)
             to_partition = [(e, account_partition(e.user, n)) for e in released]
             markers = self._markers(now_m)
             strict, live = self._upstream_watermark()
             held = self.state_buffer.release_held(live, now_m, strict, self.clock() - FRESH_S)
         else:
-            held = self.state_buffer.release_held(self._watermark(self.state_topics), now_m)
+            mark, settled = self._watermark(self.state_topics)
+            held = self.state_buffer.release_held(mark, now_m, settled=settled)
         tombstones, self._tombstones = self._tombstones, []
         after = self._commit_offsets()
         unchanged = all(self._committed.get(tp) == offset for tp, offset in after.items())

@@ -19,7 +19,9 @@ them in event-time order.
   records that a producer sent together can be appended to different partitions milliseconds apart,
   so a partition that looks caught up may simply not have received its share yet. That matters only
   when event time runs much faster than the clock (a backlog, a stream of old sign-ins sent at once),
-  so the stream applies it only to sign-ins that are already old when they arrive.
+  so the stream applies it only to sign-ins that are already old when they arrive. And only while a
+  caught-up partition is what lets the sign-in go: once *every* partition, caught up or not, has
+  delivered a sign-in as new (the ``settled`` mark), no partition is taken on trust and it goes at once.
 
 Each held sign-in remembers its source (partition) and offset, so the stream commits, per partition,
 only offsets below the oldest sign-in still held: a crash loses nothing that was not evaluated.
@@ -118,9 +120,12 @@ class ReorderBuffer:
                 del self._by_source[source]
                 self._disordered.discard(source)
 
-    def release(self, watermark: float, now: float = 0.0) -> list[SignIn]:
-        """Sign-ins whose time is at least ``window_s`` behind the watermark, or held too long; oldest first."""
-        return [h.event for h in self.release_held(watermark, now)]
+    def release(self, watermark: float, now: float = 0.0, settled: float = float("-inf")) -> list[SignIn]:
+        """Sign-ins whose time is at least ``window_s`` behind the watermark, or held too long; oldest first.
+
+        ``settled`` (at most ``watermark``): the least newest time of every source, caught up or not. A
+        sign-in ``window_s`` behind it goes before its ``min_hold`` is over: no source is taken on trust."""
+        return [h.event for h in self.release_held(watermark, now, settled=settled)]
 
     def release_held(
         self,
@@ -128,6 +133,7 @@ class ReorderBuffer:
         now: float = 0.0,
         strict: Callable[[float], float] | None = None,
         fresh_from: float = float("-inf"),
+        settled: float = float("-inf"),
     ) -> list[Held]:
         """``release``, with where each sign-in came from.
 
@@ -140,7 +146,7 @@ class ReorderBuffer:
         if not items:
             return []
         window = self.window_s
-        limit = watermark - window
+        limit, settled_limit = watermark - window, settled - window
         overdue_limit = float("-inf")
         if self.max_hold_s != float("inf"):
             # Anything held past max_hold goes now, and with it everything older than it.
@@ -150,7 +156,7 @@ class ReorderBuffer:
         end = 0
         for h in items:  # oldest first: nothing is released before an older one that is not yet due
             if h.time > overdue_limit:  # (max_hold outranks min_hold, or a steady backlog could stall all)
-                if h.due > now:
+                if h.due > now and h.time > settled_limit:
                     break
                 gate = None if strict is None else strict(h.arrived) - window
                 if h.time < fresh_from:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -13,7 +14,7 @@ from kafka.partitioner import DefaultPartitioner
 
 from detector.app import build_engine, open_geoip, prepare_topics
 from detector.config import resolve
-from detector.kafka import Pipeline, utf8
+from detector.kafka import Pipeline, keyed_partition, utf8
 from detector.metrics import Health, Metrics
 from detector.state import PartitionedStore
 from detector.traffic import Catalogue, Generator
@@ -222,6 +223,93 @@ def test_a_poll_of_live_traffic_also_takes_what_came_in_after_its_records_were_f
         produce(topics.bootstrap, topics.input, [b"e0"], key)
         monkeypatch.setattr(kafka_module, "FRESH_FETCH_MAX", 1)  # (two kept: a backlog's poll)
         assert values(pipeline._poll(1000)) == [b"d1", b"d2"]
+    finally:
+        pipeline.close()
+        geo.close()
+
+
+def test_a_backlogs_hold_counts_from_when_its_records_were_seen_in_the_log(
+    topics: Topics, real_db: str
+) -> None:
+    """``reorder_min_wait`` holds sign-ins that are old on arrival (partitions of one send can be appended
+    moments apart), counted from when each record was known to be in its partition's log. Records that a
+    poll returns after an earlier fetch showed the log's end past them wait that much less; records
+    appended since wait the whole hold."""
+    hold = 30.0
+    partitions, geo, pipeline, _ = _pipeline(topics, real_db, batch_size=2, reorder_min_wait="30s")
+    month_ago = int(time.time()) - 30 * 86400
+
+    def signins(first: int, n: int) -> list[bytes]:
+        return [
+            orjson.dumps({"user": "u", "ip": "81.2.69.142", "timestamp": month_ago + i, "event_id": f"e{i}"})
+            for i in range(first, first + n)
+        ]
+
+    def step() -> None:  # (the loop's steps up to the batch: poll, note the log ends, decode)
+        polled: dict[Any, list[Any]] = {}
+        while not polled:
+            polled = pipeline._poll(1000)
+        pipeline._note_log_ends()
+        pipeline._decode(polled)
+
+    try:
+        pipeline.start(partitions)
+        produce(topics.bootstrap, topics.input, signins(0, 6), [b"u"] * 6)  # (one account: one partition)
+        step()  # two of them; the fetch brought all six, and the log's end
+        first, _ = pipeline.buffer.snapshot()  # (two: the batch size)
+        assert first.due == pytest.approx(first.arrived + hold, abs=0.05)
+        time.sleep(0.5)
+        step()  # two more, from that fetch: in the log since before the first two came
+        third = pipeline.buffer.snapshot()[2]
+        assert third.arrived - first.arrived >= 0.5
+        assert third.due == pytest.approx(first.due, abs=0.05)
+        step()  # (the last two of the first send)
+        produce(topics.bootstrap, topics.input, signins(6, 2), [b"u"] * 2)
+        time.sleep(0.5)
+        step()  # appended after the last look at the log's end: the whole hold
+        late = pipeline.buffer.snapshot()[6]
+        assert late.event.event_id == "e6"
+        assert late.due == pytest.approx(late.arrived + hold, abs=0.05)
+    finally:
+        pipeline.close()
+        geo.close()
+
+
+def test_a_backlog_goes_without_its_hold_once_every_partition_has_delivered_newer_sign_ins(
+    topics: Topics, real_db: str
+) -> None:
+    """The hold guards against a partition that looks caught up before its share of a send is in. A
+    sign-in that every partition has already passed (each delivered a newer one) needs no such trust:
+    it is evaluated at once; those ahead of the slowest partition still wait."""
+    partitions, geo, pipeline, _ = _pipeline(topics, real_db, reorder_min_wait="30s")
+    users: dict[int, str] = {}
+    n = 0
+    while len(users) < partitions:  # an account on each partition
+        users.setdefault(keyed_partition(f"user-{n}".encode(), partitions), f"user-{n}")
+        n += 1
+    month_ago = int(time.time()) - 30 * 86400
+    # Partition p: sign-ins at p and 100 + p seconds. Every partition has delivered one at 100 or later,
+    # so the first six (0-5) are behind all of them; the second six (100-105) are not, but for the first.
+    values, keys = [], []
+    for p, user in sorted(users.items()):
+        for at in (p, 100 + p):
+            values.append(
+                orjson.dumps(
+                    {"user": user, "ip": "81.2.69.142", "timestamp": month_ago + at, "event_id": f"{at}"}
+                )
+            )
+            keys.append(utf8(user))
+    stop = threading.Event()
+    try:
+        pipeline.start(partitions)
+        produce(topics.bootstrap, topics.input, values, keys)
+        while len(pipeline.buffer) < len(values):  # (the loop's steps, without the batch)
+            polled = pipeline._poll(1000)
+            pipeline._note_log_ends()
+            pipeline._decode(polled)
+        pipeline._batch({}, stop)
+        still = sorted(h.event.event_id for h in pipeline.buffer.snapshot())
+        assert still == [str(100 + p) for p in range(1, partitions)]
     finally:
         pipeline.close()
         geo.close()

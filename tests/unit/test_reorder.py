@@ -36,6 +36,19 @@ def test_min_hold_and_max_hold_in_wall_clock() -> None:
     assert [e.time for e in b.release(watermark=0, now=15.0)] == [15, 20]
 
 
+def test_min_hold_is_skipped_once_every_source_has_delivered_a_newer_sign_in() -> None:
+    # ``settled``: the least newest time of all sources, caught up or not. Behind it (less the window), no
+    # source is taken on trust, so the hold has nothing to guard; ahead of it, the hold stands.
+    b = ReorderBuffer(window_s=5)
+    for t in (100, 110, 120):
+        b.add(ev(t), arrived=0.0, min_hold=1.0)
+    assert b.release(watermark=float("inf"), now=0.5) == []
+    assert [e.time for e in b.release(watermark=float("inf"), now=0.5, settled=114)] == [100]
+    assert [e.time for e in b.release(watermark=float("inf"), now=0.5, settled=115)] == [110]
+    assert b.release(watermark=float("inf"), now=0.9, settled=124) == []
+    assert [e.time for e in b.release(watermark=float("inf"), now=1.0, settled=124)] == [120]
+
+
 def test_a_backlog_waits_for_the_strict_watermark_given_its_arrival() -> None:
     # Backlog sign-ins (older than fresh_from) also need strict(arrived) to have passed them; the stream
     # drops a partition from strict once it is reported caught up after the sign-in arrived.
