@@ -868,7 +868,7 @@ def plain_consumer(ctx: Context, topic: str, n: int) -> dict[str, Any]:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         isolation_level="read_committed",
-        max_poll_records=4096,
+        max_poll_records=8192,
         fetch_max_wait_ms=100,
         session_timeout_ms=10_000,
         heartbeat_interval_ms=2_000,

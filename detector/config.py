@@ -457,12 +457,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "batch_size",
         number(1, 1 << 20, True),
-        4096,
-        "sign-ins evaluated per batch (run: the most records a poll takes; replay defaults to 8192)",
+        8192,
+        "sign-ins evaluated per batch (run: the most records a poll takes)",
         "N",
-        # A replay shared out among workers pays a pipe round trip and a pipeline bubble per batch:
-        # 8192 ran 6% faster than 4096 and 16384 4.5% slower than 8192 (bench slice, paired runs).
-        command_defaults={"replay": 8192},
+        # Paired runs of the benchmark, 8192 against 4096: a replay shared out among workers (a pipe
+        # round trip and a pipeline bubble a batch) 6% faster, and 16384 4.5% slower than 8192; the
+        # keyed stream's backlog 62-85k sign-ins a second against 53-69k (a transaction a batch).
     ),
     Option(
         "progress",

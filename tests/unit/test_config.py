@@ -15,12 +15,11 @@ def test_defaults() -> None:
 
 
 def test_some_defaults_differ_by_command() -> None:
-    """Replay holds sign-ins for late ones (1 h of event time) and takes larger batches; ``run`` holds
-    none and polls at most 4096 records; a setting overrides either."""
+    """Replay holds sign-ins for late ones (1 h of event time); ``run`` holds none; a setting overrides
+    either."""
     replay, run = resolve({}, environ={}, command="replay"), resolve({}, environ={}, command="run")
-    assert (replay.reorder_window, replay.batch_size) == (3600, 8192)
-    assert (run.reorder_window, run.batch_size) == (0, 4096)
-    assert resolve({}, environ={"DETECTOR_BATCH_SIZE": "100"}, command="replay").batch_size == 100
+    assert (replay.reorder_window, run.reorder_window) == (3600, 0)
+    assert resolve({}, environ={"DETECTOR_REORDER_WINDOW": "5m"}, command="replay").reorder_window == 300
 
 
 def test_layers_file_then_environment_then_flags(tmp_path: Path) -> None:
