@@ -46,7 +46,6 @@ from detector.model import SignIn
 from detector.reorder import ReorderBuffer
 from detector.security import explain_security_error, kafka_security
 from detector.state import PartitionedStore
-from detector.statecodec import pack_many
 
 log = logging.getLogger("detector.kafka")
 
@@ -227,7 +226,7 @@ class Outputs:
     alerts: list[Any]
     bad: list[tuple[Any, str]]
     to_partition: list[tuple[SignIn, int]]
-    changes: list[tuple[str, int, bytes]]
+    changes: dict[int, tuple[list[bytes], list[bytes]]]  # changelog partition: (keys, packed states)
     tombstones: list[tuple[str, int]]
     markers: list[tuple[int, bytes]]
 
@@ -920,12 +919,7 @@ class Pipeline:
         for h in held:
             self.store.route(h.event.user, h.source.partition)  # type: ignore[attr-defined]
         result = self.engine.process([h.event for h in held], [reason for _, reason in bad])
-        users = list(result.changes)
-        partition_of = self.store.partition_of
-        changes = [
-            (user, partition_of(user), blob)
-            for user, blob in zip(users, pack_many(users, list(result.changes.values())), strict=True)
-        ]
+        changes = self.store.changelog(result.changes)
         out = Outputs(result.alerts, bad, to_partition, changes, tombstones, markers)
         self._committing = False
         try:
@@ -952,7 +946,7 @@ class Pipeline:
             m.batch_size.observe(sum(len(r) for r in polled.values()))
         m.dlq.inc(len(bad))
         m.held.set(len(self.buffer) + (len(self.state_buffer) if self.state_buffer is not self.buffer else 0))
-        m.changelog.inc(len(changes))
+        m.changelog.inc(len(result.changes))
         m.tombstones.inc(len(tombstones))
         m.repartitioned.inc(len(to_partition))
         for alert in result.alerts:
@@ -976,7 +970,16 @@ class Pipeline:
         sends: list[tuple[str, int | None, bytes | None, bytes | None, Any]] = []
         sent_to: set[tuple[str, int | None]] = set()
         futures: list[Any] = []
-        for record in self._records(out):
+        records = self._records(out)
+        # The changelog (most of what a batch writes) by partition, as it comes: a partition's keys and
+        # states appended at once where all fit, after its tombstones; else a record at a time, below.
+        bulk: list[tuple[int, list[bytes], list[bytes]]] = []
+        for part, (keys, values) in out.changes.items():
+            if direct and keys and max(map(len, keys)) + max(map(len, values)) <= DIRECT_MAX_BYTES:
+                bulk.append((part, keys, values))
+            else:
+                records += [(self.changelog, part, k, v, None) for k, v in zip(keys, values, strict=True)]
+        for record in records:
             topic, p, k, v, h = record
             whole = (
                 direct and p is not None and h is None and len(k or b"") + len(v or b"") <= DIRECT_MAX_BYTES
@@ -993,6 +996,13 @@ class Pipeline:
             else:
                 sends.append(record)
                 sent_to.add((topic, p))
+        for part, keys, values in bulk:
+            if (self.changelog, part) in sent_to:  # (rare) as above
+                futures += self._send_all(groups, sends)
+                groups, sends, sent_to = {}, [], set()
+            group = groups.setdefault((self.changelog, part), ([], []))
+            group[0].extend(keys)
+            group[1].extend(values)
         return futures + self._send_all(groups, sends)
 
     def _send_all(
@@ -1038,8 +1048,8 @@ class Pipeline:
             records.append((self.by_account, p, utf8(event.user), encode_internal(event), None))
         for p, value in out.markers:
             records.append((self.by_account, p, MARKER_KEY, value, None))
-        for user, p, blob in out.changes:
-            records.append((self.changelog, p, utf8(user), blob, None))
+        # Tombstones (accounts idle past the TTL) go before the batch's changes (``_outputs``): an account
+        # that expired and signed in again since is restored with its new state.
         for user, p in out.tombstones:
             records.append((self.changelog, p, utf8(user), None, None))
         if out.alerts:

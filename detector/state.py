@@ -453,9 +453,6 @@ class PartitionedStore:
     def route(self, user: str, partition: int) -> None:
         self.routes[user] = partition
 
-    def partition_of(self, user: str) -> int:
-        return self.routes[user]
-
     def get(self, user: str) -> AccountState | None:
         store = self.parts.get(self.routes.get(user, -1))
         return store.get(user) if store is not None else None
@@ -469,16 +466,30 @@ class PartitionedStore:
     def put_many(self, changes: Mapping[str, AccountState]) -> None:
         """Each partition's changes in one ``put_many`` of its store: there, a batch of accounts that are
         all held as objects is one dict update (a ``put`` each moved every account to the dict's end)."""
+        for partition, group in self._by_partition(changes).items():
+            self.assign(partition).put_many(group)
+
+    def changelog(self, changes: Mapping[str, AccountState]) -> dict[int, tuple[list[bytes], list[bytes]]]:
+        """A batch's changes as changelog records, by partition: the accounts as keys (UTF-8, surrogates
+        kept as they came) and their states packed."""
+        return {
+            partition: (
+                [user.encode("utf-8", "surrogatepass") for user in group],
+                pack_many(list(group), list(group.values())),
+            )
+            for partition, group in self._by_partition(changes).items()
+        }
+
+    def _by_partition(self, changes: Mapping[str, AccountState]) -> dict[int, dict[str, AccountState]]:
         routes = self.routes
-        by_partition: dict[int, dict[str, AccountState]] = {}
+        out: dict[int, dict[str, AccountState]] = {}
         for user, state in changes.items():
             partition = routes[user]
-            group = by_partition.get(partition)
+            group = out.get(partition)
             if group is None:
-                group = by_partition[partition] = {}
+                group = out[partition] = {}
             group[user] = state
-        for partition, group in by_partition.items():
-            self.assign(partition).put_many(group)
+        return out
 
     def delete(self, user: str) -> None:
         store = self.parts.get(self.routes.get(user, -1))

@@ -154,7 +154,8 @@ def test_a_batchs_records_go_as_whole_record_batches_but_large_ones_and_dead_let
     """The records a batch writes to a partition it names go into kafka-python's accumulator as whole
     record batches (``kafkarecords.append_records``); a record over ``DIRECT_MAX_BYTES`` and a dead
     letter (Kafka's partitioner places it, with headers) go through ``send()``. Every one lands where
-    it was sent, a partition's records in the order given."""
+    it was sent, a partition's records in the order given, its tombstones before its changes (an
+    account that expired and signed in again keeps its new state)."""
     from detector import kafka as kafka_module
     from detector import kafkarecords
 
@@ -163,9 +164,15 @@ def test_a_batchs_records_go_as_whole_record_batches_but_large_ones_and_dead_let
     large = ("user-large", 3, b"L" * (kafka_module.DIRECT_MAX_BYTES + 1))
     first = ("user-first", 3, b"F" * (kafka_module.DIRECT_MAX_BYTES + 1))
     dead = SimpleNamespace(key=b"k", value=b"not a sign-in", topic=topics.input, partition=0, offset=7)
-    changes = [(user, p, blob) for user, (p, blob) in small.items()]
-    changes.insert(25, large)
-    changes.insert(0, first)
+    listed = [(user, p, blob) for user, (p, blob) in small.items()]
+    listed.insert(25, large)
+    listed.insert(0, first)
+    changes: dict[int, tuple[list[bytes], list[bytes]]] = {}
+    for user, p, blob in listed:
+        keys, values = changes.setdefault(p, ([], []))
+        keys.append(user.encode())
+        values.append(blob)
+    tombstones = [("user-0", 0), ("user-9", 9 % partitions), ("user-gone", 1)]
     sent: list[str] = []
     try:
         pipeline.start(partitions)
@@ -177,18 +184,20 @@ def test_a_batchs_records_go_as_whole_record_batches_but_large_ones_and_dead_let
             return send(topic, **kw)
 
         pipeline.producer.send = counted  # type: ignore[method-assign]
-        futures = pipeline._outputs(kafka_module.Outputs([], [(dead, "bad: test")], [], changes, [], []))
+        futures = pipeline._outputs(
+            kafka_module.Outputs([], [(dead, "bad: test")], [], changes, tombstones, [])
+        )
         pipeline.producer.flush(timeout=30)
         assert all(f.get(timeout=30) is not None for f in futures)
     finally:
         pipeline.close()
         geo.close()
     assert sorted(sent) == sorted([topics.dlq, pipeline.changelog, pipeline.changelog])  # and the large ones
-    read = read_all(topics.bootstrap, pipeline.changelog)
-    landed = {r.key.decode(): (r.partition, r.value) for r in read}
-    assert landed == {**small, large[0]: large[1:], first[0]: first[1:]}
-    in_3 = [r.key.decode() for r in sorted(read, key=lambda r: r.offset) if r.partition == 3]
-    assert in_3 == [user for user, p, _ in changes if p == 3]
+    read = sorted(read_all(topics.bootstrap, pipeline.changelog), key=lambda r: (r.partition, r.offset))
+    landed = {r.key.decode(): (r.partition, r.value) for r in read}  # (the last of each key)
+    assert landed == {**small, large[0]: large[1:], first[0]: first[1:], "user-gone": (1, None)}
+    in_3 = [r.key.decode() for r in read if r.partition == 3]
+    assert in_3 == [user for user, p in tombstones if p == 3] + [user for user, p, _ in listed if p == 3]
     (letter,) = read_all(topics.bootstrap, topics.dlq)
     assert letter.value == dead.value and dict(letter.headers)["reason"] == b"bad: test"
 

@@ -155,6 +155,24 @@ def test_partitioned_store_is_a_dict(operations: list, hot: int) -> None:
     assert dict(store.items()) == dict(model.items())
 
 
+@settings(max_examples=50)
+@given(st.dictionaries(st.text(min_size=1, max_size=12), states, max_size=20))
+def test_a_batchs_changelog_is_its_changes_packed_by_partition(changes: dict[str, AccountState]) -> None:
+    store = PartitionedStore(locate, partitions=3)
+    for n, user in enumerate(changes):
+        store.route(user, n % 3)
+    records = store.changelog(changes)
+    assert set(records) == {n % 3 for n in range(len(changes))}
+    got: dict[str, AccountState] = {}
+    for partition, (keys, blobs) in records.items():
+        for key, blob in zip(keys, blobs, strict=True):
+            user = key.decode("utf-8", "surrogatepass")
+            assert store.routes[user] == partition
+            assert unpack(blob, locate) == (user, changes[user])
+            got[user] = changes[user]
+    assert got == changes
+
+
 @settings(max_examples=200)
 @given(
     st.lists(st.tuples(st.integers(0, 12), states), max_size=12),
