@@ -933,15 +933,28 @@ def _bench_kafka(
         if total != s.kafka_events:
             raise RuntimeError(f"{topic} holds {total:,} records, {s.kafka_events:,} were produced")
         produced[mode] = {"seconds": round(produce_s, 2), "events_per_s": round(rate(total, produce_s))}
-    for mode, topic in topics.items():
-        ctx.say(
-            f"kafka: plain kafka-python consumer on the {'keyed' if mode == 'keyed' else 'unkeyed'} topic"
-        )
-        plain[mode] = plain_consumer(ctx, topic, s.kafka_events)
+    # In rounds, each mode's plain consumer beside its detector, the best of each kept (as replay's
+    # timings): a slow minute of this shared machine then costs one round, not one side of the ratio.
+    rounds = max(1, ctx.args.repeat)
+    plains: dict[str, list[dict[str, Any]]] = {mode: [] for mode in topics}
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in topics}
+    for r in range(rounds):
+        for mode, topic in topics.items():
+            which = "keyed" if mode == "keyed" else "unkeyed"
+            ctx.say(f"kafka: round {r + 1} of {rounds}, plain kafka-python consumer on the {which} topic")
+            plains[mode].append(plain_consumer(ctx, topic, s.kafka_events))
+            ctx.say(
+                f"kafka: round {r + 1} of {rounds}, python -m detector run, {MODES[mode]}, until all committed"
+            )
+            runs[mode].append(
+                detector_throughput(ctx, tmp, f"{run}-{r}", topic, alerts, dlq, s.kafka_events, mode)
+            )
     modes: dict[str, dict[str, Any]] = {}
-    for mode, topic in topics.items():
-        ctx.say(f"kafka: python -m detector run, {MODES[mode]}, until every sign-in is committed")
-        modes[mode] = detector_throughput(ctx, tmp, run, topic, alerts, dlq, s.kafka_events, mode)
+    for mode in topics:
+        plain[mode] = max(plains[mode], key=lambda x: x["events_per_s"])
+        plain[mode]["rounds_events_per_s"] = [x["events_per_s"] for x in plains[mode]]
+        modes[mode] = max(runs[mode], key=lambda x: x["events_per_s"])
+        modes[mode]["rounds_events_per_s"] = [x["events_per_s"] for x in runs[mode]]
         modes[mode]["ratio_vs_plain"] = round(
             rate(modes[mode]["events_per_s"], plain[mode]["events_per_s"]), 4
         )
@@ -989,8 +1002,9 @@ def _bench_kafka(
         "the input topic (polled every 50 ms) reach its end and its detector_events_total (sign-ins of "
         "committed batches) reaches the record count. The sign-ins are a month old, so the detector "
         "treats them as a backlog (each waits reorder_min_wait, 1 s, from when it was known to be in the "
-        "log, unless every partition has delivered a newer one); default settings otherwise. The goal is "
-        "judged on the keyed mode",
+        "log, unless every partition has delivered a newer one); default settings otherwise. In --repeat "
+        "rounds (each mode's plain consumer, then its detector), the best of each kept; every round's "
+        "rate is in rounds_events_per_s. The goal is judged on the keyed mode",
     }
 
 
@@ -1709,8 +1723,8 @@ def main(argv: list[str] | None = None) -> int:
         "--repeat",
         type=int,
         default=None,
-        help="replay timings, ours and the naive reference alike: best of N runs (default 2, 1 with "
-        "--quick; this machine's speed moves from minute to minute)",
+        help="replay and Kafka throughput, ours and the references alike: best of N runs, taken in rounds "
+        "(default 2, 1 with --quick; this machine's speed moves from minute to minute)",
     )
     parser.add_argument(
         "--markdown", metavar="RESULTS", help="print the table of a results file as Markdown (for README)"
