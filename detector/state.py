@@ -269,14 +269,21 @@ class CompactStore:
 
     def put_many(self, changes: Mapping[str, AccountState]) -> None:
         hot = self._hot
-        if self._all_hot() and len(hot) + len(changes) <= self.hot_size:
-            # Nothing packed, room for all: the batch in one dict operation. The accounts it held
-            # already keep their place, so the dict's order is no longer the order of last use: it is
-            # put right (``_by_recency``) only if packing ever needs it.
-            before = len(hot)
-            hot.update(changes)
-            self._unordered |= len(hot) - before < len(changes)
-            return
+        if self._all_hot():
+            new = len(changes)
+            if len(hot) + new > self.hot_size:  # (near the size: count those not held already)
+                new = 0
+                for user in changes:
+                    if user not in hot:
+                        new += 1
+            if len(hot) + new <= self.hot_size:
+                # Nothing packed, room for all: the batch in one dict operation. The accounts it held
+                # already keep their place, so the dict's order is no longer the order of last use: it
+                # is put right (``_by_recency``) only if packing ever needs it.
+                before = len(hot)
+                hot.update(changes)
+                self._unordered |= len(hot) - before < len(changes)
+                return
         for user, state in changes.items():  # (``put``'s common cases inline)
             if user in hot:
                 del hot[user]
