@@ -711,12 +711,18 @@ class Pipeline:
                 continue
             normalizer = self.normalizers.get(tp.topic, self.normalizer)
             values = [r.value if r.value is not None else b"" for r in records]
-            add = self.buffer.add
-            for record, signin in zip(records, normalizer.quick(values), strict=True):
-                if signin is not None:  # one canonical sign-in (nearly all): as normalizer.many has it
-                    add(signin, tp, record.offset, arrived, hold if signin.time < old_before else 0.0)
-                    newest = max(newest, signin.time)
-                    continue
+            signins = normalizer.quick(values)
+            add, add_run = self.buffer.add, self.buffer.add_run
+            k = 0
+            while True:
+                # Runs of records that are one canonical sign-in each (nearly all): as normalizer.many
+                # has them; the run stops at each record left to the loop body.
+                k, newer = add_run(signins, k, records, tp, arrived, hold, old_before)
+                newest = max(newest, newer)
+                if k == len(records):
+                    break
+                record = records[k]
+                k += 1
                 reasons = []
                 for outcome in normalizer.records(record.value or b""):
                     if outcome.error is not None:

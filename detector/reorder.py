@@ -34,7 +34,7 @@ from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from operator import attrgetter
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from detector.model import SignIn
 
@@ -91,6 +91,32 @@ class ReorderBuffer:
         elif queue and (offset < queue[-1].offset or arrived < queue[-1].arrived):
             self._disordered.add(source)
         queue.append(held)
+
+    def add_run(
+        self,
+        events: list[SignIn | None],
+        start: int,
+        records: list[Any],
+        source: Hashable,
+        arrived: float,
+        min_hold: float,
+        hold_before: float,
+    ) -> tuple[int, float]:
+        """``add`` of ``events`` from ``start``, each with the offset of the record at its place in
+        ``records``, up to the first None (a record that is not one sign-in: the caller's); those older
+        than ``hold_before`` with ``min_hold``. Returns where it stopped (``len(events)`` at the end) and
+        the newest time added (-inf when none)."""
+        newest = float("-inf")
+        add = self.add
+        for k in range(start, len(events)):
+            event = events[k]
+            if event is None:
+                return k, newest
+            t = event.time
+            add(event, source, records[k].offset, arrived, min_hold if t < hold_before else 0.0)
+            if t > newest:
+                newest = t
+        return len(events), newest
 
     def add_all(self, events: Iterable[SignIn], source: Hashable = None, arrived: float = 0.0) -> None:
         for event in events:

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -238,3 +238,20 @@ def test_the_queues_answer_as_a_walk_over_everything_held(
         assert buffer.oldest_times() == walked.oldest_times()
         assert len(buffer) == len(walked.items)
     assert [e.event_id for e in buffer.drain()] == walked.release(float("inf"), float("inf"), float("-inf"))
+
+
+def test_add_run_is_add_of_each_up_to_the_first_record_that_is_not_a_sign_in() -> None:
+    class Record(NamedTuple):
+        offset: int
+
+    events = [ev(30), ev(10), None, ev(20), ev(5)]
+    records = [Record(100 + k) for k in range(len(events))]
+    run, each = ReorderBuffer(), ReorderBuffer()
+    assert run.add_run(events, 0, records, "p", 1.0, 2.0, 15) == (2, 30)
+    assert run.add_run(events, 3, records, "p", 1.0, 2.0, 15) == (5, 20)
+    assert run.add_run(events, 5, records, "p", 1.0, 2.0, 15) == (5, float("-inf"))
+    for k in (0, 1, 3, 4):
+        e = events[k]
+        assert e is not None
+        each.add(e, "p", 100 + k, 1.0, 2.0 if e.time < 15 else 0.0)
+    assert run.snapshot() == each.snapshot()
