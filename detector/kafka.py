@@ -43,7 +43,7 @@ from detector.formats import Normalizer
 from detector.ingest import normalizer_from
 from detector.metrics import Health, Metrics
 from detector.model import SignIn
-from detector.reorder import ReorderBuffer
+from detector.reorder import ReorderBuffer, route
 from detector.security import explain_security_error, kafka_security
 from detector.state import PartitionedStore
 
@@ -922,9 +922,8 @@ class Pipeline:
         unchanged = all(self._committed.get(tp) == offset for tp, offset in after.items())
         if not (held or bad or polled or tombstones or to_partition or markers) and unchanged:
             return
-        for h in held:
-            self.store.route(h.event.user, h.source.partition)  # type: ignore[attr-defined]
-        result = self.engine.process([h.event for h in held], [reason for _, reason in bad])
+        events = route(held, self.store.routes)
+        result = self.engine.process(events, [reason for _, reason in bad])
         changes = self.store.changelog(result.changes)
         out = Outputs(result.alerts, bad, to_partition, changes, tombstones, markers)
         self._committing = False

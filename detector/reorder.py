@@ -272,6 +272,18 @@ class ReorderBuffer:
             queue.append(h)
 
 
+def route(held: list[Held], routes: dict[str, int]) -> list[SignIn]:
+    """The sign-ins of ``held``, each account noted in ``routes`` with the partition of the source it
+    came from (a Kafka ``TopicPartition``: the stream keeps an account's state with its partition)."""
+    events: list[SignIn] = []
+    for h in held:
+        event = h.event
+        source: Any = h.source
+        routes[event.user] = source.partition
+        events.append(event)
+    return events
+
+
 _SEQ = attrgetter("seq")
 _TIME = attrgetter("time")
 

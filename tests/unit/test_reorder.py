@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from detector.model import SignIn
-from detector.reorder import FileOrder, ReorderBuffer
+from detector.reorder import FileOrder, ReorderBuffer, route
 
 
 def ev(t: float, name: str = "") -> SignIn:
@@ -255,3 +255,19 @@ def test_add_run_is_add_of_each_up_to_the_first_record_that_is_not_a_sign_in() -
         assert e is not None
         each.add(e, "p", 100 + k, 1.0, 2.0 if e.time < 15 else 0.0)
     assert run.snapshot() == each.snapshot()
+
+
+def test_route_gives_the_sign_ins_and_notes_each_accounts_partition() -> None:
+    class Source(NamedTuple):
+        topic: str
+        partition: int
+
+    b = ReorderBuffer()
+    b.add(SignIn("a", "81.2.69.10", 10, "x"), Source("in", 2), 5)
+    b.add(SignIn("b", "81.2.69.10", 20, "y"), Source("in", 0), 9)
+    b.add(SignIn("a", "81.2.69.10", 30, "z"), Source("in", 2), 6)
+    routes: dict[str, int] = {"c": 1}
+    held = b.release_held(float("inf"))
+    assert route(held, routes) == [h.event for h in held]
+    assert [e.event_id for e in route(held, routes)] == ["x", "y", "z"]
+    assert routes == {"a": 2, "b": 0, "c": 1}
