@@ -920,7 +920,10 @@ class Pipeline:
         tombstones, self._tombstones = self._tombstones, []
         after = self._commit_offsets()
         unchanged = all(self._committed.get(tp) == offset for tp, offset in after.items())
-        if not (held or bad or polled or tombstones or to_partition or markers) and unchanged:
+        if not (held or bad or tombstones or to_partition or markers) and unchanged:
+            # Nothing to write or commit: a poll held whole (a backlog waiting for its slowest
+            # partition) costs no transaction.
+            self._observe_poll(polled)
             return
         events = route(held, self.store.routes)
         result = self.engine.process(events, [reason for _, reason in bad])
@@ -947,10 +950,8 @@ class Pipeline:
         self._committed.update(after)
         now = self.clock()
         m = self.metrics
-        if polled:
-            m.batch_size.observe(sum(len(r) for r in polled.values()))
+        self._observe_poll(polled)
         m.dlq.inc(len(bad))
-        m.held.set(len(self.buffer) + (len(self.state_buffer) if self.state_buffer is not self.buffer else 0))
         m.changelog.inc(len(result.changes))
         m.tombstones.inc(len(tombstones))
         m.repartitioned.inc(len(to_partition))
@@ -958,6 +959,15 @@ class Pipeline:
             m.alert_latency.observe(max(0.0, now - alert.current.time))
         m.processing_latency.observe(time.monotonic() - started)
         m.last_commit.set(now)
+
+    def _observe_poll(self, polled: dict[TopicPartition, list[Any]]) -> None:
+        """A poll's metrics: its size, what is held, and each polled partition's lag."""
+        assert self.consumer is not None
+        m = self.metrics
+        m.held.set(len(self.buffer) + (len(self.state_buffer) if self.state_buffer is not self.buffer else 0))
+        if not polled:
+            return
+        m.batch_size.observe(sum(len(r) for r in polled.values()))
         for tp in polled:
             with contextlib.suppress(Exception):
                 highwater = self.consumer.highwater(tp)
