@@ -465,7 +465,22 @@ class PartitionedStore:
         return store.get(user) if store is not None else None
 
     def get_many(self, users: Iterable[str]) -> dict[str, AccountState]:
-        return _each(self.get, users)
+        """Each partition's accounts in one ``get_many`` of its store (a ``get`` each cost three lookups
+        and two calls an account)."""
+        routes = self.routes
+        by_partition: dict[int, list[str]] = {}
+        for user in users:
+            partition = routes.get(user, -1)
+            group = by_partition.get(partition)
+            if group is None:
+                group = by_partition[partition] = []
+            group.append(user)
+        found: dict[str, AccountState] = {}
+        for partition, group in by_partition.items():
+            store = self.parts.get(partition)
+            if store is not None:
+                found.update(store.get_many(group))
+        return found
 
     def put(self, user: str, state: AccountState) -> None:
         self.assign(self.routes[user]).put(user, state)
