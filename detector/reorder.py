@@ -125,11 +125,14 @@ class ReorderBuffer:
     def _sort(self) -> list[Held]:
         items, cut = self._items, self._unsorted_from
         if cut < len(items):  # the new part sorted, then merged from where its oldest goes
+            # By time alone, stably: the part in order is in (time, seq) order and the new part in
+            # arrival order, every seq of it above the rest, so the result is (time, seq) order; a
+            # float key is compared cheaper than a tuple.
             tail = items[cut:]
-            tail.sort()  # by (time, seq): seq is unique, events are never compared
-            at = bisect_right(items, tail[0], 0, cut)
+            tail.sort(key=_TIME)
+            at = bisect_right(items, tail[0].time, 0, cut, key=_TIME)
             merged = items[at:cut] + tail
-            merged.sort()  # (two runs in order: one merge)
+            merged.sort(key=_TIME)  # (two runs in order: one merge)
             items[at:] = merged
             self._unsorted_from = len(items)
         return items
