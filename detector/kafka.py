@@ -883,7 +883,7 @@ class Pipeline:
                 behind = position is None or position < highwater
             if behind:
                 mark = min(mark, self._newest.get(tp, float("-inf")))
-        return mark, min(settled, mark)
+        return mark, settled  # (settled <= mark: it is taken over every partition that mark is)
 
     def _commit_offsets(self) -> dict[TopicPartition, int]:
         """Per owned partition: the next offset to read, but never past a sign-in still held."""

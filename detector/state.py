@@ -439,7 +439,7 @@ class CompactStore:
 class PartitionedStore:
     """Account state split by the partition that owns each account (Kafka's unit of work and of
     ownership): a ``CompactStore`` per partition this process owns. The stream tells it, for every
-    account of a batch, which partition it came from (``route``); a partition's accounts are dropped when
+    account of a batch, which partition it came from (in ``routes``); a partition's accounts are dropped when
     the partition moves to another process, and restored from the changelog when it comes here."""
 
     def __init__(self, locate: Locate, hot_size: int = 100_000, partitions: int = 1) -> None:
@@ -456,9 +456,6 @@ class PartitionedStore:
     def drop(self, partition: int) -> int:
         store = self.parts.pop(partition, None)
         return len(store) if store is not None else 0
-
-    def route(self, user: str, partition: int) -> None:
-        self.routes[user] = partition
 
     def get(self, user: str) -> AccountState | None:
         store = self.parts.get(self.routes.get(user, -1))

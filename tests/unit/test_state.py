@@ -135,7 +135,7 @@ def test_partitioned_store_is_a_dict(operations: list, hot: int) -> None:
     for op, n, state in operations:
         users = [f"user-{m}" for m in (n, n + 1, n + 2)]
         for m, u in zip((n, n + 1, n + 2), users, strict=True):
-            store.route(u, m % 3)
+            store.routes[u] = m % 3
         if op in ("put", "working_set"):
             store.put(users[0], state)
             model.put(users[0], state)
@@ -160,7 +160,7 @@ def test_partitioned_store_is_a_dict(operations: list, hot: int) -> None:
 def test_a_batchs_changelog_is_its_changes_packed_by_partition(changes: dict[str, AccountState]) -> None:
     store = PartitionedStore(locate, partitions=3)
     for n, user in enumerate(changes):
-        store.route(user, n % 3)
+        store.routes[user] = n % 3
     records = store.changelog(changes)
     assert set(records) == {n % 3 for n in range(len(changes))}
     got: dict[str, AccountState] = {}
