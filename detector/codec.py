@@ -106,11 +106,23 @@ def normalise_ip(text: str) -> str:
         _inet_pton(_AF_INET, text)
         return text  # a dotted quad, already canonical: the common case, checked before any cache
     except OSError:
-        return _normalise_other(text)
+        normal = _normalise_other(text)
+    if normal is None:
+        raise ValueError("not an IPv4 or IPv6 address")
+    return normal
 
 
 @lru_cache(maxsize=1 << 16)
-def _normalise_other(text: str) -> str:
+def _normalise_other(text: str) -> str | None:
+    """The canonical text, or None: a bad address is cached too (logs repeat theirs: "-", "unknown"),
+    where a raised error is not, and ``ipaddress`` takes two of its own to refuse one."""
+    try:
+        return _normalised(text)
+    except ValueError:
+        return None
+
+
+def _normalised(text: str) -> str:
     host = text.strip()
     if host.startswith("["):
         end = host.find("]")
