@@ -12,6 +12,7 @@ from typing import Any, cast
 
 from detector.codec import Limits
 from detector.config import ConfigError
+from detector.errors import InvalidEvent
 from detector.formats import FieldMapping, Normalizer, Options, SyslogClock
 from detector.identity import AccountIds
 from detector.model import SignIn
@@ -111,7 +112,7 @@ class Ingest:
 
     def _decode_raws(self, run: LineRun, batch: list[SignIn], reasons: list[str]) -> None:
         """``_decode_run`` of a run of ordinary lines, without a ``Line`` for each but those it rejects."""
-        quick = self.normalizer.quick(run.raws)
+        quick, rejected = self.normalizer.triage(run.raws)
         self.lines += len(quick)
         if None not in quick:  # every line one valid canonical record
             self.records += len(quick)
@@ -121,26 +122,38 @@ class Ingest:
             if signin is not None:
                 self.records += 1
                 batch.append(signin)
+            elif k in rejected:
+                self._reject(Line(run.origin, run.first + k, run.raws[k]), rejected[k], reasons)
             else:
                 self._decode_slow(Line(run.origin, run.first + k, run.raws[k]), batch, reasons)
 
     def _decode_run(self, lines: Sequence[Line], batch: list[SignIn], reasons: list[str]) -> None:
         ordinary = [line for line in lines if not line.too_long and not line.document]
-        quick = self.normalizer.quick([line.raw for line in ordinary])
+        quick, rejected = self.normalizer.triage([line.raw for line in ordinary])
         self.lines += len(lines)
         if len(ordinary) == len(lines) and None not in quick:  # every line one valid canonical record
             self.records += len(lines)
             batch += quick  # type: ignore[arg-type]
             return
-        results = iter(quick)
+        k = -1  # (the place of each ordinary line in ``quick``)
         for line in lines:
             if not line.too_long and not line.document:
-                signin = next(results)
+                k += 1
+                signin = quick[k]
                 if signin is not None:  # the common case: one valid canonical record
                     self.records += 1
                     batch.append(signin)
                     continue
+                if k in rejected:
+                    self._reject(line, rejected[k], reasons)
+                    continue
             self._decode_slow(line, batch, reasons)
+
+    def _reject(self, line: Line, error: InvalidEvent, reasons: list[str]) -> None:
+        """A line that ``Normalizer.triage`` rejected: as ``_decode_slow`` would have it."""
+        self.records += 1
+        self.rejects.write(line.origin, line.number, error.reason, line.raw, 0)
+        reasons.append(error.reason)
 
     def _decode_slow(self, line: Line, batch: list[SignIn], reasons: list[str]) -> None:
         """A line that is not one valid canonical record: over-long, a document, another format, or bad."""

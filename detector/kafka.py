@@ -711,7 +711,7 @@ class Pipeline:
                 continue
             normalizer = self.normalizers.get(tp.topic, self.normalizer)
             values = [r.value if r.value is not None else b"" for r in records]
-            signins = normalizer.quick(values)
+            signins, rejected = normalizer.triage(values)
             add, add_run = self.buffer.add, self.buffer.add_run
             k = 0
             while True:
@@ -721,10 +721,10 @@ class Pipeline:
                 newest = max(newest, newer)
                 if k == len(records):
                     break
-                record = records[k]
+                record, error = records[k], rejected.get(k)
                 k += 1
-                reasons = []
-                for outcome in normalizer.records(record.value or b""):
+                reasons = [] if error is None else [error.reason]  # (triage's: records would say so too)
+                for outcome in normalizer.records(record.value or b"") if error is None else ():
                     if outcome.error is not None:
                         reasons.append(outcome.error.reason)
                     for event in outcome.signins:

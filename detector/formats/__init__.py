@@ -27,7 +27,6 @@ import orjson
 from detector.codec import (
     Limits,
     decode_batch,
-    decode_event,
     event_from_mapping,
     objects,
     parse_json,
@@ -68,6 +67,26 @@ def _canonical(record: Mapping[str, Any], options: Options) -> list[SignIn]:
 
 def _is_canonical(record: Mapping[str, Any]) -> bool:
     return "user" in record and "ip" in record and "timestamp" in record
+
+
+def _is_canonical_object(doc: Any) -> bool:
+    return type(doc) is dict and _is_canonical(doc)
+
+
+def _settled(raw: bytes) -> bool:
+    """Whether ``records`` of this line (one that starts with "{", within the size limit, and that
+    ``decode_event`` rejects) rejects it with ``decode_event``'s reason: when it is no JSON, or one
+    canonical record (its fields are no other format's, so no other format is tried). Else it may be
+    another format's record, or a page of them."""
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:  # (and parse_json, which decode_event ran, refused it too)
+        return True
+    return _is_canonical_object(doc)
+
+
+# ``_records`` before it has parsed the line.
+_UNREAD = object()
 
 
 def _clean(error: InvalidEvent) -> InvalidEvent:
@@ -174,34 +193,48 @@ class Normalizer:
     def many(self, raws: Sequence[bytes]) -> list[list[Outcome]]:
         """``records`` for many lines or messages: canonical ones decoded as one batch
         (``codec.decode_batch``), the others one by one. One list of outcomes per input, in order."""
+        quick, rejected = self.triage(raws)
         return [
-            [Outcome(0, [signin], raw=raw)] if signin is not None else list(self.records(raw))
-            for raw, signin in zip(raws, self.quick(raws), strict=True)
+            [Outcome(0, [signin], raw=raw)]
+            if signin is not None
+            else [Outcome(0, error=rejected[i], raw=raw)]
+            if i in rejected
+            else list(self.records(raw))
+            for i, (raw, signin) in enumerate(zip(raws, quick, strict=True))
         ]
 
     def quick(self, raws: Sequence[bytes]) -> list[SignIn | None]:
         """The sign-in of each input that is one valid canonical record, decoded as one batch
         (``codec.decode_batch``); None for any other input, which ``records`` must take."""
+        return self.triage(raws)[0]
+
+    def triage(self, raws: Sequence[bytes]) -> tuple[list[SignIn | None], dict[int, InvalidEvent]]:
+        """``quick``, and the inputs it leaves that ``records`` would reject with the very reason that
+        decoding them as one canonical record gave (by position; see ``_settled``): these need not go
+        through ``records`` again. A broken record in a log of many costs a decode less, or three."""
         limits = self.limits
         out: list[SignIn | None] = [None] * len(raws)
         if self.fmt not in ("auto", "canonical"):
-            return out
+            return out, {}
         quick = objects(raws, limits.max_event_bytes)
         decoded = decode_batch(raws if len(quick) == len(raws) else [raws[i] for i in quick], limits)
         if len(decoded) == len(raws) and set(map(type, decoded)) <= {SignIn}:  # all valid: the common case
             valid = cast("list[SignIn]", decoded)
-            return cast("list[SignIn | None]", valid if self.accounts is None else self.accounts.apply(valid))
-        found = [
-            (i, result)
-            for i, result in zip(quick, decoded, strict=True)
-            if not isinstance(result, InvalidEvent)
-        ]
+            return cast(
+                "list[SignIn | None]", valid if self.accounts is None else self.accounts.apply(valid)
+            ), {}
+        found, rejected = [], {}
+        for i, result in zip(quick, decoded, strict=True):
+            if not isinstance(result, InvalidEvent):
+                found.append((i, result))
+            elif _settled(raws[i]):
+                rejected[i] = _clean(result)
         signins = [result for _, result in found]
         if self.accounts is not None:
             signins = self.accounts.apply(signins)
         for (i, _), signin in zip(found, signins, strict=True):
             out[i] = signin
-        return out
+        return out, rejected
 
     def records(self, raw: bytes, document: bool = False) -> Iterator[Outcome]:
         """One ``Outcome`` per record in a line, a message, or (``document``) a whole file."""
@@ -210,17 +243,23 @@ class Normalizer:
 
     def _records(self, raw: bytes, document: bool) -> Iterator[Outcome]:
         limits = self.limits
+        doc: Any = _UNREAD
         if (
             self.fmt in ("auto", "canonical")
             and not document
             and raw[:1] == b"{"
             and len(raw) <= limits.max_event_bytes
         ):
-            try:  # the common case first: one canonical event
-                yield Outcome(0, [decode_event(raw, limits)], raw=raw)
+            # The common case first: one canonical event, valid or not (see ``_settled``).
+            try:
+                doc = parse_json(raw, limits)
+                outcome = Outcome(0, self._record(doc), raw=raw) if _is_canonical_object(doc) else None
+            except InvalidEvent as exc:
+                outcome = Outcome(0, error=exc, raw=raw)
+            if outcome is not None:
+                yield outcome
                 return
-            except InvalidEvent:
-                pass  # another format, or a broken record: the general path says which
+            # another format, or a page of records: the general path says which
         head = raw.lstrip()[:1]
         if head not in (b"{", b"[") and self.fmt in ("auto", "sshd") and head:
             yield self._text(raw)
@@ -233,7 +272,7 @@ class Normalizer:
                 doc = parse_json(
                     raw, Limits(len(raw), limits.max_depth, limits.max_user_chars, limits.max_field_chars)
                 )
-            else:
+            elif doc is _UNREAD:
                 doc = parse_json(raw, limits)
         except InvalidEvent as exc:
             yield Outcome(0, error=exc, raw=raw)

@@ -73,6 +73,9 @@ def test_end_to_end_exact_alerts_dead_letters_metrics_and_clean_shutdown(
 
     dead = read_all(topics.bootstrap, topics.dlq)
     assert sorted(r.value for r in dead) == sorted(HOSTILE)
+    reasons = {r.value: dict(r.headers)["reason"] for r in dead}
+    assert reasons[HOSTILE[4]] == b"bad ip: not an IPv4 or IPv6 address"  # (a canonical record: triage's)
+    assert reasons[HOSTILE[0]].startswith(b"bad JSON")
     for record in dead:
         headers = dict(record.headers)
         assert headers["reason"] and headers["source_topic"] == topics.input.encode()

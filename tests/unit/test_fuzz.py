@@ -329,3 +329,44 @@ def test_fields_of_unforeseen_types_are_rejected_not_raised(raw: bytes) -> None:
     for fmt in ("auto", "entra", "gworkspace"):
         (outcome,) = Normalizer(fmt).many([raw])
         assert all(o.error is not None and not o.signins for o in outcome), (fmt, outcome)
+
+
+@pytest.mark.parametrize("fmt", ["auto", "canonical"])
+@SETTINGS
+@given(
+    raws=st.lists(st.one_of(HOSTILE, st.sampled_from(VALID["canonical"]).map(lambda v: v[0])), max_size=16)
+)
+def test_triage_rejects_only_what_records_rejects_for_the_same_reason(fmt: str, raws: list[bytes]) -> None:
+    n = normalizer(fmt)
+    quick, rejected = n.triage(raws)
+    assert len(quick) == len(raws)
+    for i, raw in enumerate(raws):
+        alone = list(n.records(raw))
+        if quick[i] is not None:
+            assert i not in rejected
+            assert [s for o in alone for s in o.signins] == [quick[i]]
+        elif i in rejected:
+            assert [(o.error.reason if o.error else None, o.signins) for o in alone] == [
+                (rejected[i].reason, [])
+            ]
+
+
+def test_triage_settles_broken_canonical_records_and_leaves_the_rest_to_records() -> None:
+    good = b'{"user": "a@b.example", "ip": "81.2.69.142", "timestamp": "2024-03-01T10:00:00Z"}'
+    bad_ip = b'{"user": "a@b.example", "ip": "unknown", "timestamp": "2024-03-01T10:00:00Z"}'
+    bad_time = b'{"user": "a@b.example", "ip": "81.2.69.142", "timestamp": "2024-02-30T10:00:00Z"}'
+    broken = b'{"user": "a@b.example", "ip": '
+    okta, page = VALID["okta"][0][0], b'{"records": [' + good + b"]}"
+    lines = [good, bad_ip, okta, bad_time, broken, page, bad_ip]
+    quick, rejected = normalizer("auto").triage(lines)
+    assert quick[0] is not None and quick[2] is None and quick[5] is None
+    assert {i: e.reason for i, e in rejected.items()} == {
+        1: "bad ip: not an IPv4 or IPv6 address",
+        3: "bad timestamp: impossible date or time",
+        4: "bad JSON: unexpected end of data",
+        6: "bad ip: not an IPv4 or IPv6 address",
+    }
+    for i in rejected:  # as records has them
+        (alone,) = normalizer("auto").records(lines[i])
+        assert alone.error is not None and alone.error.reason == rejected[i].reason
+    assert [s for o in normalizer("auto").records(page) for s in o.signins] == [quick[0]]
