@@ -13,7 +13,7 @@
    strings (or, in fields the detector does not use, short numbers, true, false, null, or objects and
    arrays of those and of plain strings, the line within max_depth as decode_batch counts it), with a
    dotted-quad address (or an IPv6 one written as normalise_ip writes it), and a timestamp
-   `YYYY-MM-DDTHH:MM:SS[.ffffff]` ending in `Z` or `+HH:MM`, or epoch seconds or milliseconds as a
+   `YYYY-MM-DDTHH:MM:SS[.f]` (up to 12 digits, past 6 dropped) ending in `Z` or `+HH:MM`, or epoch seconds or milliseconds as a
    number. For each such line it gives the very `SignIn` that `codec.decode_batch` gives, without
    building the parsed object (but a line without an event id gets None there, and decode_batch derives
    the id, as decode_event does), and for every other line it gives None: the Python decoder then takes
@@ -259,11 +259,12 @@ static int read_stamp(const Span *ts, int64_t *micros)
     if (!digits(s, 4, &year) || !digits(s + 5, 2, &month) || !digits(s + 8, 2, &day) ||
         !digits(s + 11, 2, &hour) || !digits(s + 14, 2, &minute) || !digits(s + 17, 2, &second))
         return 0;
-    if (n > 19) { /* a fraction of one to six digits */
-        int k = (int)(n - 20);
-        if (s[19] != '.' || k < 1 || k > 6 || !digits(s + 20, k, &fraction))
+    if (n > 19) { /* a fraction of one to twelve digits, those past six dropped (as fromisoformat) */
+        int k = (int)(n - 20), kept = k < 6 ? k : 6, dropped;
+        if (s[19] != '.' || k < 1 || k > 12 || !digits(s + 20, kept, &fraction) ||
+            (k > 6 && !digits(s + 26, k - 6, &dropped)))
             return 0;
-        for (; k < 6; k++)
+        for (; kept < 6; kept++)
             fraction *= 10;
     }
     if (month < 1 || month > 12 || day < 1 || day > days_in_month(year, month) || hour > 23 ||

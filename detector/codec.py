@@ -14,7 +14,7 @@ import re
 import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any
 
@@ -229,7 +229,7 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
 
     The common record (every field a plain string or number, the timestamp ``YYYY-MM-DDTHH:MM:SS[.f]``
     with ``Z`` or a ``+HH:MM`` offset)
-    is checked inline and all such timestamps are parsed in one numpy call; anything else goes through
+    is checked inline and such timestamps are parsed together (``_seconds``); anything else goes through
     ``decode_event`` itself, so the two cannot disagree on what is valid. Where the C module is built,
     it takes the lines of the plainest shape first and leaves the others to this (see _speedups.c)."""
     if SPEEDUPS is None:
@@ -301,15 +301,7 @@ def _decode_batch(raws: Sequence[bytes], limits: Limits) -> list[SignIn | Invali
                     continue
         out[i] = _decode_one(raw, limits)
     if waiting:
-        import numpy as np  # (only here, the rare lines the decoder in C leaves: 70 ms of a start)
-
-        try:
-            micros = np.array(stamps, dtype="datetime64[us]").astype(np.int64)
-            micros -= np.array(offsets, dtype=np.int64) * 1_000_000
-            seconds = (micros / 1e6).tolist()
-        except ValueError:  # one of them is no date (30 February...): each on its own
-            seconds = [None] * len(stamps)
-        for (i, user, address, eid, success), t in zip(waiting, seconds, strict=True):
+        for (i, user, address, eid, success), t in zip(waiting, _seconds(stamps, offsets), strict=True):
             if t is None or not MIN_TIME <= t < MAX_TIME:
                 out[i] = _decode_one(raws[i], limits)
             else:
@@ -319,6 +311,34 @@ def _decode_batch(raws: Sequence[bytes], limits: Limits) -> list[SignIn | Invali
 
 
 _PENDING = InvalidEvent("not decoded")
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _seconds(stamps: list[str], offsets: list[int]) -> list[float | None]:
+    """Each ``_plain_stamp`` timestamp (without its zone; ``offsets``, the zone's) in epoch seconds, as
+    ``parse_timestamp`` has it; None for one that is no date (30 February...). Without the C decoder,
+    every line comes here: numpy's datetime64 over the batch. With it, only the few it leaves (a broken
+    line of many): one at a time, as importing numpy took 70 ms."""
+    if SPEEDUPS is None:
+        import numpy as np
+
+        try:
+            batch = np.array(stamps, dtype="datetime64[us]").astype(np.int64)
+            batch -= np.array(offsets, dtype=np.int64) * 1_000_000
+            seconds: list[float | None] = (batch / 1e6).tolist()
+            return seconds
+        except ValueError:  # one of them is no date: each on its own
+            pass
+    out: list[float | None] = []
+    for stamp, offset in zip(stamps, offsets, strict=True):
+        try:
+            micros: int = (datetime.fromisoformat(stamp) - _EPOCH) // _MICROSECOND
+        except ValueError:
+            out.append(None)
+            continue
+        out.append((micros - offset * 1_000_000) / 1e6)
+    return out
 
 
 def objects(raws: Sequence[bytes], max_bytes: int) -> list[int]:
@@ -338,9 +358,9 @@ def _flat(obj: dict[str, Any]) -> bool:
 
 def _plain_stamp(ts: str) -> int | None:
     """The offset in seconds of ``YYYY-MM-DDTHH:MM:SS[.f]`` followed by ``Z`` or ``+HH:MM``/``-HH:MM``,
-    or None for any other shape. Without its zone, such a timestamp is parsed by numpy's datetime64
-    exactly as ``parse_timestamp`` parses it (numpy checks the digits and the ranges; the range of years
-    is ours)."""
+    or None for any other shape. Without its zone, such a timestamp is parsed by numpy's datetime64 or
+    ``datetime.fromisoformat`` (``_seconds``) exactly as ``parse_timestamp`` parses it (they check the
+    digits and the ranges; the range of years is ours)."""
     n = len(ts)
     if ts[-1:] == "Z":
         n -= 1

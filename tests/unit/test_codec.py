@@ -647,7 +647,13 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
         b'{"user":"a","user":"b","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a\\u0062","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
         b'{"user":"a","ip":"::0001","timestamp":"2024-03-15T23:59:53Z","event_id":"e"}',
-        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53.1234567Z","event_id":"e"}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53.1234567890123Z","event_id":"e"}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53.1234567x9Z","event_id":"e"}',
+    ]
+    # Fractions of up to 12 digits, those past six dropped as fromisoformat drops them (.NET writes 7).
+    plain[2:2] = [
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53.9999999Z","event_id":"e"}',
+        b'{"user":"a","ip":"1.2.3.4","timestamp":"2024-03-15T23:59:53.123456789012+05:30","event_id":"e"}',
     ]
     got = codec_module.SPEEDUPS.decode_canonical(plain + no_id + left, 65536, 512, 1024, 32, SignIn)
     assert got[len(plain) + len(no_id) :] == [None] * len(left)
@@ -673,3 +679,49 @@ def test_the_c_decoder_takes_the_plain_line_and_leaves_the_rest() -> None:
     assert [s._replace(event_id=None) for s in map(decode_event, no_id)] == taken
     assert decode_batch(no_id) == [decode_event(raw) for raw in no_id]
     assert got[0].time == 1710547193.735 and got[0].success is False and got[1].time == 1709269199.0
+
+
+_STAMP = st.builds(
+    lambda y, mo, d, h, mi, s, frac, zone: f"{y:04d}-{mo:02d}-{d:02d}T{h:02d}:{mi:02d}:{s:02d}{frac}{zone}",
+    st.integers(1985, 2105),
+    st.integers(0, 13),
+    st.integers(0, 32),
+    st.integers(0, 24),
+    st.integers(0, 60),
+    st.integers(0, 60),
+    st.one_of(st.just(""), st.text("0123456789", min_size=1, max_size=11).map(lambda f: "." + f)),
+    st.one_of(
+        st.just("Z"),
+        st.builds(
+            lambda sign, h, m: f"{sign}{h:02d}:{m:02d}",
+            st.sampled_from("+-"),
+            st.integers(0, 23),
+            st.integers(0, 59),
+        ),
+    ),
+)
+
+
+@pytest.mark.parametrize("numpy", [False, True], ids=["one at a time", "numpy"])
+@settings(max_examples=300, deadline=None)
+@given(stamps=st.lists(_STAMP, min_size=1, max_size=8))
+def test_the_python_decoders_timestamps_are_parse_timestamps(stamps: list[str], numpy: bool) -> None:
+    """``_seconds``, by numpy over the batch (no C decoder) or one at a time (the lines the C one leaves):
+    the time ``parse_timestamp`` gives, or None where it refuses the date."""
+    with pytest.MonkeyPatch.context() as m:
+        if numpy:
+            m.setattr(codec_module, "SPEEDUPS", None)
+        elif codec_module.SPEEDUPS is None:
+            m.setattr(codec_module, "SPEEDUPS", object())
+        offsets = [codec_module._plain_stamp(ts) for ts in stamps]
+        assert None not in offsets
+        cut = [ts[:-1] if ts[-1] == "Z" else ts[:-6] for ts in stamps]
+        got = codec_module._seconds(cut, offsets)
+    for ts, t in zip(stamps, got, strict=True):
+        try:
+            expected: float | None = parse_timestamp(ts)
+        except InvalidEvent:
+            expected = None
+        if t is not None and not codec_module.MIN_TIME <= t < codec_module.MAX_TIME:
+            t = None  # (the range of years is decode_batch's check, after this)
+        assert t == expected, ts
