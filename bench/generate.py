@@ -575,6 +575,32 @@ def prefix(path: Path, lines: int, skip: int = 0) -> Path:
     return out
 
 
+# What ``messy`` puts in place of a line, in turn: the faults of real exports, each a reject with a reason.
+BROKEN: tuple[tuple[bytes, bytes], ...] = (
+    (b'"ip":"', b'"ip":"unknown","was":"'),  # an address the exporter did not have
+    (b'"timestamp":"2024-0', b'"timestamp":"2024-1'),  # a month that is none (13, 14)
+    (b"", b""),  # cut short (see below)
+    (b'"user":', b'"account":'),  # a field under another name
+    (b'"outcome":"', b'"outcome":"pending","was":"'),  # an outcome that is neither
+)
+
+
+def messy(path: Path, every: int) -> Path:
+    """The file with one line in ``every`` broken (each fault of ``BROKEN`` in turn), cached: the
+    replay of real exports, which carry some lines that cannot be read."""
+    out = path.with_name(path.stem + f".messy{every}-v1.jsonl")
+    if not out.exists():
+        tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+        with open(path, "rb") as src, open(tmp, "wb") as dst:
+            for i, line in enumerate(src):
+                if i % every == every - 1:
+                    old, new = BROKEN[(i // every) % len(BROKEN)]
+                    line = line.replace(old, new, 1) if old else line[: len(line) // 2] + b"\n"
+                dst.write(line)
+        os.replace(tmp, out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.generate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=Spec.events, help="lines, duplicates included")
