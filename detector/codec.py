@@ -278,6 +278,9 @@ def _decode_batch(raws: Sequence[bytes], limits: Limits) -> list[SignIn | Invali
                 obj = None
         if type(obj) is dict and (_flat(obj) or raw.count(b"{") + raw.count(b"[") <= max_depth):
             user, ip, ts = obj.get("user"), obj.get("ip"), obj.get("timestamp")
+            if user is None:  # (another format's record, most often: event_from_mapping's first check,
+                out[i] = InvalidEvent("missing field: user")  # without parsing it again to raise it)
+                continue
             eid, outcome = obj.get("event_id"), obj.get("outcome")
             if (
                 type(user) is str

@@ -73,18 +73,6 @@ def _is_canonical_object(doc: Any) -> bool:
     return type(doc) is dict and _is_canonical(doc)
 
 
-def _settled(raw: bytes) -> bool:
-    """Whether ``records`` of this line (one that starts with "{", within the size limit, and that
-    ``decode_event`` rejects) rejects it with ``decode_event``'s reason: when it is no JSON, or one
-    canonical record (its fields are no other format's, so no other format is tried). Else it may be
-    another format's record, or a page of them."""
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:  # (and parse_json, which decode_event ran, refused it too)
-        return True
-    return _is_canonical_object(doc)
-
-
 # ``_records`` before it has parsed the line.
 _UNREAD = object()
 
@@ -204,14 +192,15 @@ class Normalizer:
         ]
 
     def quick(self, raws: Sequence[bytes]) -> list[SignIn | None]:
-        """The sign-in of each input that is one valid canonical record, decoded as one batch
-        (``codec.decode_batch``); None for any other input, which ``records`` must take."""
+        """The sign-in of each input that is one (``triage``); None for any other input, which
+        ``records`` must take."""
         return self.triage(raws)[0]
 
     def triage(self, raws: Sequence[bytes]) -> tuple[list[SignIn | None], dict[int, InvalidEvent]]:
-        """``quick``, and the inputs it leaves that ``records`` would reject with the very reason that
-        decoding them as one canonical record gave (by position; see ``_settled``): these need not go
-        through ``records`` again. A broken record in a log of many costs a decode less, or three."""
+        """The sign-in of each input that is one valid canonical record, decoded as one batch
+        (``codec.decode_batch``), or one record of another format (``_settle``); None for the others.
+        And, by position, those of the others that ``records`` would reject, with its reason: neither
+        these nor the sign-ins need ``records`` (a broken line costs one more parse, not three)."""
         limits = self.limits
         out: list[SignIn | None] = [None] * len(raws)
         if self.fmt not in ("auto", "canonical"):
@@ -227,14 +216,39 @@ class Normalizer:
         for i, result in zip(quick, decoded, strict=True):
             if not isinstance(result, InvalidEvent):
                 found.append((i, result))
-            elif _settled(raws[i]):
-                rejected[i] = _clean(result)
+                continue
+            settled = self._settle(raws[i], result)
+            if isinstance(settled, InvalidEvent):
+                rejected[i] = _clean(settled)
+            elif settled is not None:
+                found.append((i, settled))
         signins = [result for _, result in found]
         if self.accounts is not None:
             signins = self.accounts.apply(signins)
         for (i, _), signin in zip(found, signins, strict=True):
             out[i] = signin
         return out, rejected
+
+    def _settle(self, raw: bytes, error: InvalidEvent) -> SignIn | InvalidEvent | None:
+        """What ``records`` makes of a line (one that starts with "{", within the size limit) that
+        ``decode_event`` refused with ``error``, where that is one sign-in or one reject: the same
+        error when the line is no JSON (``parse_json``, which decode_event ran, refuses it again) or one
+        canonical record (its fields are no other format's); the sign-in, or the reject, of one record
+        of another format (an Entra or Okta export: as ``_records`` has it, less three parses and a
+        raised error). None for the rest (a page of records, a record of no known format...)."""
+        try:
+            doc = parse_json(raw, self.limits)
+        except InvalidEvent:
+            return error
+        if _is_canonical_object(doc):
+            return error
+        if self.fmt != "auto" or type(doc) is not dict or self.detect(doc) in (None, "canonical"):
+            return None
+        try:
+            signins = self._record(doc)  # (what _records does with a record that is no page)
+        except InvalidEvent as exc:
+            return exc
+        return signins[0] if len(signins) == 1 else None
 
     def records(self, raw: bytes, document: bool = False) -> Iterator[Outcome]:
         """One ``Outcome`` per record in a line, a message, or (``document``) a whole file."""
@@ -250,7 +264,7 @@ class Normalizer:
             and raw[:1] == b"{"
             and len(raw) <= limits.max_event_bytes
         ):
-            # The common case first: one canonical event, valid or not (see ``_settled``).
+            # The common case first: one canonical event, valid or not (see ``_settle``).
             try:
                 doc = parse_json(raw, limits)
                 outcome = Outcome(0, self._record(doc), raw=raw) if _is_canonical_object(doc) else None
