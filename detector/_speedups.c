@@ -13,16 +13,16 @@
    strings (or, in fields the detector does not use, short numbers, true, false, null, or objects and
    arrays of those and of plain strings, the line within max_depth as decode_batch counts it), with a
    dotted-quad address (or an IPv6 one written as normalise_ip writes it), and a timestamp
-   `YYYY-MM-DDTHH:MM:SS[.f]` (up to 12 digits, past 6 dropped) ending in `Z` or `+HH:MM`, or epoch seconds or milliseconds as a
-   number. For each such line it gives the very `SignIn` that `codec.decode_batch` gives, without
-   building the parsed object (but a line without an event id gets None there, and decode_batch derives
-   the id, as decode_event does), and for every other line it gives None: the Python decoder then takes
-   the line and decides (so what is valid, and every reason for a reject, stays defined in one place,
-   codec.py). It never accepts what the Python decoder would refuse: anything it is not sure of (an
-   escape, a control character, a number in a field it uses other than the time, a long number, a value
-   nested more than 16 deep, a repeated field, a lower-case `t`, more than six fractional digits, an
-   address that is neither a plain dotted quad nor IPv6 as normalised, a value that is all white space)
-   is None. tests/unit/test_codec.py holds the two equal.
+   `YYYY-MM-DDTHH:MM:SS[.f]` (a fraction of up to 12 digits, past 6 dropped) ending in `Z` or
+   `+HH:MM`, or epoch seconds or milliseconds as a number. For each such line it gives the very
+   `SignIn` that `codec.decode_batch` gives, without building the parsed object (but a line without an
+   event id gets None there, and decode_batch derives the id, as decode_event does), and for every
+   other line it gives None: the Python decoder then takes the line and decides (so what is valid, and
+   every reason for a reject, stays defined in one place, codec.py). It never accepts what the Python
+   decoder would refuse: anything it is not sure of (an escape, a control character, a number in a
+   field it uses other than the time, a long number, a value nested more than 16 deep, a repeated
+   field, a lower-case `t`, more than twelve fractional digits, an address that is neither a plain
+   dotted quad nor IPv6 as normalised, a value that is all white space) is None. tests/unit/test_codec.py holds the two equal.
 
    make_slotted(cls, slots, *values): a slotted object, each slot set (model.new_location: a Location
    for every place GeoIP meets cost 15,000 instructions through the slots' Python-level __set__).
