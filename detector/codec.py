@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from detector.errors import InvalidEvent
+from detector.errors import InvalidEvent, UnreadableRecord
 from detector.model import SPEEDUPS, Alert, Location, SignIn, Visit, blake2b, make, utc_text
 
 # Accepted event times: anything outside is a broken clock or a broken record, not a sign-in.
@@ -71,26 +71,31 @@ def _depth(value: Any, limit: int) -> int:
 
 
 def parse_json(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
-    """Parse one JSON document within the size and depth limits."""
+    """Parse one JSON document within the size and depth limits (else ``UnreadableRecord``)."""
     if len(raw) > limits.max_event_bytes:
-        raise InvalidEvent(f"too large: {len(raw)} bytes > {limits.max_event_bytes}")
+        raise UnreadableRecord(f"too large: {len(raw)} bytes > {limits.max_event_bytes}")
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        if not raw.strip():
-            raise InvalidEvent("empty") from None
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidEvent("not UTF-8") from None
-        raise InvalidEvent(f"bad JSON: {str(exc).split(':', 1)[0]}") from None
+        raise _not_json(raw, exc) from None
     # Brackets in the text bound the depth from above; only a record with many of them is walked.
     if (
         raw.count(b"{") + raw.count(b"[") > limits.max_depth
         and _depth(value, limits.max_depth) > limits.max_depth
     ):
-        raise InvalidEvent(f"too deeply nested: more than {limits.max_depth} levels")
+        raise UnreadableRecord(f"too deeply nested: more than {limits.max_depth} levels")
     return value
+
+
+def _not_json(raw: bytes, exc: orjson.JSONDecodeError) -> UnreadableRecord:
+    """Why orjson refused ``raw`` (``exc``), in parse_json's words."""
+    if not raw.strip():
+        return UnreadableRecord("empty")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return UnreadableRecord("not UTF-8")
+    return UnreadableRecord(f"bad JSON: {str(exc).split(':', 1)[0]}")
 
 
 _inet_pton, _AF_INET = socket.inet_pton, int(socket.AF_INET)  # (looked up once, not at every address)
@@ -274,8 +279,9 @@ def _decode_batch(raws: Sequence[bytes], limits: Limits) -> list[SignIn | Invali
         if len(raw) <= max_bytes:
             try:
                 obj = loads(raw)
-            except orjson.JSONDecodeError:  # (orjson stops at its own depth limit, 1024)
-                obj = None
+            except orjson.JSONDecodeError as exc:  # decode_event's error, without parsing it again
+                out[i] = _not_json(raw, exc)
+                continue
         if type(obj) is dict and (_flat(obj) or raw.count(b"{") + raw.count(b"[") <= max_depth):
             user, ip, ts = obj.get("user"), obj.get("ip"), obj.get("timestamp")
             if user is None:  # (another format's record, most often: event_from_mapping's first check,

@@ -3,6 +3,7 @@
     DetectorError
     ├── ConfigError          a setting is invalid or missing (names the key)
     ├── InvalidEvent         an input record is not a valid sign-in (carries a short reason)
+    │   └── UnreadableRecord the record is no JSON the detector reads, whatever format it was meant in
     ├── GeoDatabaseError     the GeoIP database is missing, unreadable or of the wrong kind
     ├── SourceError          an input file cannot be opened or read
     └── BrokerError          Kafka cannot be reached or refused us (keeps the client's error as cause)
@@ -31,6 +32,10 @@ class InvalidEvent(DetectorError):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class UnreadableRecord(InvalidEvent):
+    """Empty, not UTF-8, bad JSON, too large or too deep (``codec.parse_json``): no format reads it."""
 
 
 class GeoDatabaseError(DetectorError):

@@ -32,7 +32,7 @@ from detector.codec import (
     parse_json,
     printable,
 )
-from detector.errors import InvalidEvent
+from detector.errors import InvalidEvent, UnreadableRecord
 from detector.formats.base import NotASignIn, Options
 from detector.formats.cloudtrail import cloudtrail, is_cloudtrail
 from detector.formats.entra import entra, is_graph, is_monitor
@@ -236,6 +236,8 @@ class Normalizer:
         canonical record (its fields are no other format's); the sign-in, or the reject, of one record
         of another format (an Entra or Okta export: as ``_records`` has it, less three parses and a
         raised error). None for the rest (a page of records, a record of no known format...)."""
+        if isinstance(error, UnreadableRecord):  # (parse_json's, which records would run again)
+            return error
         try:
             doc = parse_json(raw, self.limits)
         except InvalidEvent:
