@@ -48,9 +48,25 @@ class Topics:
 
 
 @pytest.fixture
-def topics(kafka_bootstrap: str) -> Topics:
+def topics(kafka_bootstrap: str) -> Iterator[Topics]:
     tag = uuid.uuid4().hex[:10]
-    return Topics(kafka_bootstrap, f"in-{tag}", f"alerts-{tag}", f"dlq-{tag}", f"group-{tag}")
+    yield Topics(kafka_bootstrap, f"in-{tag}", f"alerts-{tag}", f"dlq-{tag}", f"group-{tag}")
+    delete_tagged_topics(kafka_bootstrap, tag)
+
+
+def delete_tagged_topics(bootstrap: str, tag: str) -> None:
+    """Remove a test's topics, the detector's internal ones (named after its group) included (best
+    effort): a local broker kept them all, run after run, thousands of partitions that slowed it."""
+    from kafka import KafkaAdminClient
+
+    with contextlib.suppress(Exception):
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            names = [t for t in admin.list_topics() if tag in t]
+            if names:
+                admin.delete_topics(names, timeout_ms=15_000)
+        finally:
+            admin.close()
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None) -> None:
