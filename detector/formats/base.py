@@ -10,7 +10,7 @@ from typing import Any
 
 from detector.codec import DEFAULT_LIMITS, Limits, derive_event_id, normalise_ip, parse_timestamp
 from detector.errors import InvalidEvent
-from detector.model import Location, SignIn
+from detector.model import Location, SignIn, make
 
 
 class NotASignIn(InvalidEvent):
@@ -21,12 +21,16 @@ class NotASignIn(InvalidEvent):
 
 
 _MISSING = object()
+_STEPS: dict[str, list[str]] = {}
 
 
 def path(record: Any, dotted: str, default: Any = None) -> Any:
     """``a.b.0.c`` inside nested dicts and lists; ``default`` when any step is missing."""
     value = record
-    for step in dotted.split("."):
+    steps = _STEPS.get(dotted)
+    if steps is None:  # (a few paths, the adapters' and the mapping's settings, each asked every record)
+        steps = _STEPS[dotted] = dotted.split(".")
+    for step in steps:
         if isinstance(value, dict):
             value = value.get(step, _MISSING)
         elif isinstance(value, list) and step.isdigit() and int(step) < len(value):
@@ -84,7 +88,7 @@ def build(
     eid = str(event_id) if event_id not in (None, "") else derive_event_id(account, address, time, success)
     if len(eid) > limits.max_field_chars:
         raise InvalidEvent("bad event_id: too long")
-    return SignIn(account, address, time, eid, success, vendor, proxy)
+    return make(SignIn, account, address, time, eid, success, vendor, proxy)
 
 
 def vendor_location(
