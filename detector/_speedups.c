@@ -713,6 +713,23 @@ static PyObject *decode_line(const char *p, Py_ssize_t size, Py_ssize_t max_user
     return plain_signin(signin, u, ascii_text(ip.start, ip.len), seconds, e, success);
 }
 
+/* plain_stamp(text) -> float | None: codec.parse_timestamp of a timestamp of the shape decode_canonical
+   takes (read_stamp), as epoch seconds; None for any other text, which parse_timestamp then decides. */
+static PyObject *plain_stamp(PyObject *self, PyObject *text)
+{
+    Py_ssize_t n;
+    const char *s = PyUnicode_Check(text) ? PyUnicode_AsUTF8AndSize(text, &n) : NULL;
+    if (s == NULL) {
+        PyErr_Clear(); /* (not a str, or one with a lone surrogate: not this shape) */
+        Py_RETURN_NONE;
+    }
+    Span ts = {s, n, 1, 1};
+    int64_t micros;
+    if (!read_stamp(&ts, &micros))
+        Py_RETURN_NONE;
+    return PyFloat_FromDouble((double)micros / 1e6);
+}
+
 static PyObject *decode_canonical(PyObject *self, PyObject *args)
 {
     PyObject *raws;
@@ -3644,6 +3661,8 @@ static PyMethodDef methods[] = {
     {"tree_locate", tree_locate, METH_VARARGS,
      "tree_locate(ips, tree, node_count, record_size, ipv4_start, ip_version, special4, special6, "
      "index_offsets, index_places) -> (offsets, places): as geoip.SearchTree.locate_text."},
+    {"plain_stamp", plain_stamp, METH_O,
+     "plain_stamp(text) -> float | None: codec.parse_timestamp of the common timestamp shape, else None."},
     {"decode_canonical", decode_canonical, METH_VARARGS,
      "decode_canonical(raws, max_bytes, max_user_chars, max_field_chars, max_depth, signin_type) -> list: the "
      "SignIn of each line of the common canonical shape, None for any other (for the Python decoder)."},

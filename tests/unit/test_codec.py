@@ -725,3 +725,42 @@ def test_the_python_decoders_timestamps_are_parse_timestamps(stamps: list[str], 
         if t is not None and not codec_module.MIN_TIME <= t < codec_module.MAX_TIME:
             t = None  # (the range of years is decode_batch's check, after this)
         assert t == expected, ts
+
+
+@needs_c
+@settings(max_examples=400, deadline=None)
+@given(
+    st.one_of(
+        _STAMP,
+        _STAMP.map(lambda ts: ts.lower()),
+        _STAMP.map(lambda ts: ts.replace("T", " ")),
+        _STAMP.map(lambda ts: ts[:-3] + ts[-2:] if ts[-1] != "Z" else ts),
+        st.text(max_size=40),
+    )
+)
+def test_parse_timestamp_in_c_is_parse_timestamp(text: str) -> None:
+    """The common shape in C (``plain_stamp``), the rest in Python: the same seconds, or the same reason."""
+
+    def parsed() -> float | str:
+        try:
+            return parse_timestamp(text)
+        except InvalidEvent as exc:
+            return exc.reason
+
+    with_c = parsed()
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(codec_module, "SPEEDUPS", None)
+        alone = parsed()
+    assert with_c == alone, text
+    taken = codec_module.SPEEDUPS.plain_stamp(text)
+    assert taken is None or taken == alone
+
+
+@needs_c
+def test_the_c_takes_the_common_timestamps() -> None:
+    plain = codec_module.SPEEDUPS.plain_stamp
+    assert plain("2024-03-15T23:59:53Z") == 1710547193.0
+    assert plain("2024-03-15T23:59:53.1234567+01:00") == 1710543593.123456
+    assert plain("2024-02-30T10:00:00Z") is None  # (no date: Python says why)
+    assert plain("2024-03-15t23:59:53z") is None and plain("2024-03-15 23:59:53Z") is None
+    assert plain(1710547193) is None  # type: ignore[arg-type]
