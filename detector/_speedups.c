@@ -22,7 +22,11 @@
    decoder would refuse: anything it is not sure of (an escape, a control character, a number in a
    field it uses other than the time, a long number, a value nested more than 16 deep, a repeated
    field, a lower-case `t`, more than twelve fractional digits, an address that is neither a plain
-   dotted quad nor IPv6 as normalised, a value that is all white space) is None. tests/unit/test_codec.py holds the two equal.
+   dotted quad nor IPv6 as normalised, a value that is all white space) is None.
+   tests/unit/test_codec.py holds the two equal.
+
+   plain_stamp(text) -> float | None: codec.parse_timestamp of a timestamp of the shape decode_canonical
+   takes, by the same read_stamp; None for any other (a vendor's adapter parses one for every record).
 
    make_slotted(cls, slots, *values): a slotted object, each slot set (model.new_location: a Location
    for every place GeoIP meets cost 15,000 instructions through the slots' Python-level __set__).
