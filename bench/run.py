@@ -612,18 +612,10 @@ def create_topics(
 
 
 def delete_topics(ctx: Context, prefix: str) -> None:
-    """Remove a benchmark's topics from the broker, the detector's internal ones (named after its
-    group) included: every topic whose name starts with ``prefix`` (best effort)."""
-    from kafka import KafkaAdminClient
+    """Remove a benchmark's topics from the broker: every topic whose name starts with ``prefix``."""
+    from detector.localkafka import delete_topics
 
-    with contextlib.suppress(Exception):
-        admin = KafkaAdminClient(bootstrap_servers=ctx.args.bootstrap_servers)
-        try:
-            names = [t for t in admin.list_topics() if t.startswith(prefix)]
-            if names:
-                admin.delete_topics(names, timeout_ms=15_000)
-        finally:
-            admin.close()
+    delete_topics(ctx.args.bootstrap_servers, lambda name: name.startswith(prefix))
 
 
 def end_offsets(ctx: Context, topic: str) -> dict[Any, int]:

@@ -29,7 +29,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,6 +65,22 @@ def broker_answers(bootstrap: str, timeout_s: float = 3.0, **security: object) -
         return False
     finally:
         with contextlib.suppress(Exception):
+            admin.close()
+
+
+def delete_topics(bootstrap: str, match: Callable[[str], bool]) -> None:
+    """Delete every topic whose name ``match`` accepts (best effort): what a benchmark or a test made,
+    the detector's internal topics (named after its group) included. A local broker kept them all, run
+    after run, thousands of partitions that slowed it."""
+    from kafka import KafkaAdminClient
+
+    with contextlib.suppress(Exception):
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+        try:
+            names = [t for t in admin.list_topics() if match(t)]
+            if names:
+                admin.delete_topics(names, timeout_ms=15_000)
+        finally:
             admin.close()
 
 

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 import pytest
 
+from detector.localkafka import delete_topics
 from tests.conftest import ROOT, free_port
 
 __all__ = ["free_port"]  # the broker itself is tests/conftest.py's session fixture ``kafka_bootstrap``
@@ -51,22 +52,7 @@ class Topics:
 def topics(kafka_bootstrap: str) -> Iterator[Topics]:
     tag = uuid.uuid4().hex[:10]
     yield Topics(kafka_bootstrap, f"in-{tag}", f"alerts-{tag}", f"dlq-{tag}", f"group-{tag}")
-    delete_tagged_topics(kafka_bootstrap, tag)
-
-
-def delete_tagged_topics(bootstrap: str, tag: str) -> None:
-    """Remove a test's topics, the detector's internal ones (named after its group) included (best
-    effort): a local broker kept them all, run after run, thousands of partitions that slowed it."""
-    from kafka import KafkaAdminClient
-
-    with contextlib.suppress(Exception):
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-        try:
-            names = [t for t in admin.list_topics() if tag in t]
-            if names:
-                admin.delete_topics(names, timeout_ms=15_000)
-        finally:
-            admin.close()
+    delete_topics(kafka_bootstrap, lambda name: tag in name)  # (the detector's internal ones too)
 
 
 def produce(bootstrap: str, topic: str, values: list[bytes], keys: list[bytes | None] | None = None) -> None:
