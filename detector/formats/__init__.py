@@ -154,10 +154,11 @@ class Normalizer:
             raise _clean(exc) from None
         return self.accounts.apply(signins) if self.accounts is not None else signins
 
-    def _record(self, record: Any) -> list[SignIn]:
+    def _record(self, record: Any, detected: str | None = None) -> list[SignIn]:
+        """``detected``: the record's format where the caller has detected it already."""
         if not isinstance(record, dict):
             raise InvalidEvent(f"not an object: {type(record).__name__}")
-        fmt = self.fmt if self.fmt not in ("auto", "sshd") else self.detect(record)
+        fmt = self.fmt if self.fmt not in ("auto", "sshd") else detected or self.detect(record)
         if fmt is None:
             keys = ", ".join(printable(k, 40) for k in sorted(record)[:6])
             raise InvalidEvent(f"unknown format: no known sign-in fields (keys: {keys})")
@@ -244,10 +245,11 @@ class Normalizer:
             return error
         if _is_canonical_object(doc):
             return error
-        if self.fmt != "auto" or type(doc) is not dict or self.detect(doc) in (None, "canonical"):
+        fmt = self.detect(doc) if self.fmt == "auto" and type(doc) is dict else None
+        if fmt is None or fmt == "canonical":
             return None
         try:
-            signins = self._record(doc)  # (what _records does with a record that is no page)
+            signins = self._record(doc, fmt)  # (what _records does with a record that is no page)
         except InvalidEvent as exc:
             return exc
         return signins[0] if len(signins) == 1 else None
