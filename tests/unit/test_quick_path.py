@@ -190,3 +190,71 @@ def test_the_states_made_in_c_stay_tracked_where_they_could_hold_a_cycle() -> No
     store.delete("alice")
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.skipif(engine_module.SPEEDUPS is None, reason="detector/_speedups.c is not built (make setup)")
+def test_a_state_is_changed_in_place_only_where_nothing_else_holds_it() -> None:
+    """``advance_run`` renews an account's state object in place when the store's dict holds its only
+    reference (replay); a state that anyone else holds (here the test) is left as it was, and a new one
+    takes its place in the store."""
+    store = MemoryStore()
+    engine = Engine(Policy(evaluate_failures=True), Places(), store, clock=lambda: T0, apply_at_once=True)
+    engine.run([SignIn("alice", "81.2.69.10", T0, "e-1", True)])
+    held = store.get("alice")
+    assert held is not None
+    engine.run([SignIn("alice", "81.2.69.11", T0 + 60, "e-2", True)])
+    assert [v.event_id for v in held.visits] == ["e-1"] and held.recent_ids == ("e-1",)
+    now = store.get("alice")
+    assert now is not held and [v.event_id for v in now.visits] == ["e-1", "e-2"]
+    where = id(now)
+    del now, held
+    engine.run([SignIn("alice", "81.2.69.10", T0 + 120, "e-3", False)])  # (a failure: the ids only)
+    engine.run([SignIn("alice", "81.2.69.10", T0 + 180, "e-4", True)])
+    state = store.get("alice")
+    assert state is not None and id(state) == where
+    assert [v.event_id for v in state.visits] == ["e-1", "e-2", "e-4"]
+    assert state.recent_ids == ("e-1", "e-2", "e-3", "e-4")
+
+
+@pytest.mark.skipif(engine_module.SPEEDUPS is None, reason="detector/_speedups.c is not built (make setup)")
+def test_a_state_changed_in_place_is_tracked_as_a_new_one_would_be() -> None:
+    """A state renewed in place is tracked by the collector exactly when a state made of its new values
+    would be (``make``): an untracked one that now holds a visit the collector tracks is tracked again,
+    or a cycle through it would never be collected; one whose values all settle is untracked."""
+    import gc
+    import weakref
+
+    class Marker:
+        pass
+
+    box: list[object] = []
+    odd = Location(51.51, -0.13, 10, "GB", "London")  # (made by its class: tracked)
+    object.__setattr__(odd, "network", box)  # (and now it holds a list)
+
+    class Odd(Places):
+        def __init__(self, odd: Location | None) -> None:
+            self.odd = odd
+
+        def locate_many(self, ips: list[str]) -> list[Location | None]:
+            return [self.odd if ip == "81.2.69.12" else PLACES[ip] for ip in ips]
+
+    db = new_database_info("GeoLite2-City", 1_700_000_000, "/test.mmdb")
+    here = new_location(51.5074, -0.1278, 10.0, "GB", "London", False, db)
+    store = MemoryStore()
+    store.put("alice", make(AccountState, (make(Visit, "e-1", "81.2.69.10", T0 - 30, here),), ("e-1",), ()))
+    assert not gc.is_tracked(store.get("alice"))
+    resolver = Odd(odd)
+    engine = Engine(Policy(), resolver, store, clock=lambda: T0, apply_at_once=True)
+    where = id(store.get("alice"))
+    engine.run([SignIn("alice", "81.2.69.12", T0, "e-2", True)])
+    alice = store.get("alice")
+    assert alice is not None and id(alice) == where and alice.visits[-1].location is odd
+    assert gc.is_tracked(alice) and gc.is_tracked(alice.visits)
+    marker = Marker()
+    gone = weakref.ref(marker)
+    box += [alice, marker]
+    del alice, marker, box, odd
+    resolver.odd = None
+    store.delete("alice")
+    gc.collect()
+    assert gone() is None
