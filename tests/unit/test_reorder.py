@@ -257,6 +257,60 @@ def test_add_run_is_add_of_each_up_to_the_first_record_that_is_not_a_sign_in() -
     assert run.snapshot() == each.snapshot()
 
 
+class _Record(NamedTuple):
+    offset: int
+
+
+_runs = st.lists(
+    st.tuples(
+        st.sampled_from("pq"),  # the source
+        st.integers(0, 3),  # its arrival
+        st.lists(st.one_of(st.none(), st.tuples(st.integers(0, 40), st.integers(-2, 3))), max_size=12),
+    ),
+    max_size=6,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_runs, st.lists(st.integers(0, 40), max_size=4))
+def test_add_run_leaves_the_buffer_as_add_of_each_would(
+    runs: list[tuple[Any, ...]], before: list[int]
+) -> None:
+    """Runs of sign-ins (times in and out of order, offsets going back now and then, arrivals going
+    back between runs, records that are not sign-ins in between) over sign-ins held before: the same
+    sign-ins held in the same order with the same fields, the same part known to be in order, the same
+    sources marked disordered, and the same releases after, as ``add`` of each."""
+    run, each = ReorderBuffer(), ReorderBuffer()
+    for k, t in enumerate(before):
+        for b in (run, each):
+            b.add(ev(float(t), f"b{k}"), "p", k, 0.0)
+    offset = 100
+    for r, (source, arrived, items) in enumerate(runs):
+        events: list[SignIn | None] = []
+        records = []
+        for k, item in enumerate(items):
+            if item is not None:
+                offset += item[1]
+            events.append(None if item is None else ev(float(item[0]), f"r{r}-{k}"))
+            records.append(_Record(offset))
+        k = 0
+        while k < len(events):
+            start = k
+            k, newest = run.add_run(events, k, records, source, float(arrived), 2.0, 20.0)
+            added = events[start:k]
+            assert None not in added and (k == len(events) or events[k] is None)
+            assert newest == max((e.time for e in added if e is not None), default=float("-inf"))
+            k += 1
+        for e, rec in zip(events, records, strict=True):
+            if e is not None:
+                each.add(e, source, rec.offset, float(arrived), 2.0 if e.time < 20.0 else 0.0)
+    assert run.snapshot() == each.snapshot()
+    assert run._unsorted_from == each._unsorted_from and run._disordered == each._disordered
+    assert run.oldest_offsets() == each.oldest_offsets()
+    assert run.release_held(25.0, 1.0) == each.release_held(25.0, 1.0)
+    assert run.release_held(float("inf"), 9.0) == each.release_held(float("inf"), 9.0)
+
+
 def test_route_gives_the_sign_ins_and_notes_each_accounts_partition() -> None:
     class Source(NamedTuple):
         topic: str
