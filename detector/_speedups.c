@@ -1029,8 +1029,9 @@ static void untrack_if_settled(PyObject *obj, PyObject *const *values, Py_ssize_
     PyObject_GC_UnTrack(obj);
 }
 
-/* ``tuple``'s first ``n`` values replaced in place by ``values`` (references taken over; the old ones
-   let go), tracked by the collector or not as ``make`` would leave a tuple made anew of its values.
+/* ``tuple``'s first ``n`` (at most 4) values replaced in place by ``values`` (references taken over;
+   the old ones let go), tracked by the collector or not as ``make`` would leave a tuple made anew of
+   its values.
    Only for a tuple that nothing else can see: one whose only holder is its caller, or a dict no other
    code reads while it changes (see advance_run). */
 static void renew(PyObject *tuple, PyObject *const *values, Py_ssize_t n)
