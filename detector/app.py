@@ -22,12 +22,12 @@ from detector.identity import AccountIds
 from detector.ingest import Ingest
 from detector.known import AsnDatabase, ExceptionsFile
 from detector.model import utc_text
-from detector.parallel import ParallelEngine, resolve_workers, share_of_store
+from detector.parallel import ParallelEngine, resolve_workers
 from detector.reorder import FileOrder
 from detector.rules import Policy
 from detector.sinks import AlertFile, RejectsFile
 from detector.sources import Line, LineReader, LineRun
-from detector.state import CompactStore, PartitionedStore, StateStore
+from detector.state import CompactStore, PartitionedStore, StateStore, share_of_store
 
 log = logging.getLogger("detector")
 

@@ -16,7 +16,6 @@ one it is given (empty until then), and ``drain`` those of the batches still out
 from __future__ import annotations
 
 import contextlib
-import math
 import multiprocessing
 import os
 import queue
@@ -84,16 +83,6 @@ def owners(processes: int) -> bytes:
     decodes and hands out the batches: with equal shares, the worker that shared its core set the pace
     while the other sat idle (0.23 s of a 0.8 s replay of the bench slice)."""
     return bytes([0] * LOCAL_WEIGHT + [k for k in range(1, processes) for _ in range(WORKER_WEIGHT)])
-
-
-def share_of_store(accounts: int, share: float) -> int:
-    """How many of ``accounts`` ready as objects (``state_cache_size``) the engine with ``share`` of the
-    accounts keeps: its share of them (a worker takes more accounts than the main process: split equally,
-    a worker of the benchmark's 10^6 lines held more accounts than it kept, and packed and unpacked them
-    all the way through), and three standard deviations more, as a share by hash is uneven (an engine
-    just over its size packs an eighth of it at a time, and unpacks them again)."""
-    expected = accounts * share
-    return max(1, round(expected + 3 * math.sqrt(expected * (1 - share))))
 
 
 def _split(

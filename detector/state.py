@@ -9,6 +9,7 @@ plugs in behind the same protocol without touching the rules.
 
 from __future__ import annotations
 
+import math
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from itertools import islice, repeat
@@ -436,6 +437,17 @@ class CompactStore:
                 yield unpack(self._blob(slot), self.locate)
 
 
+def share_of_store(accounts: int, share: float) -> int:
+    """How many of ``accounts`` ready as objects (``state_cache_size``) a store with ``share`` of the
+    accounts keeps: its share of them (in replay, a worker's engine takes more accounts than the main
+    process's: split equally, a worker of the benchmark's 10^6 lines held more accounts than it kept,
+    and packed and unpacked them all the way through; in the stream, each partition's), and three
+    standard deviations more, as a share by hash is uneven (a store just over its size packs an eighth of
+    it at a time, and unpacks them again)."""
+    expected = accounts * share
+    return max(1, round(expected + 3 * math.sqrt(expected * (1 - share))))
+
+
 class PartitionedStore:
     """Account state split by the partition that owns each account (Kafka's unit of work and of
     ownership): a ``CompactStore`` per partition this process owns. The stream tells it, for every
@@ -444,7 +456,11 @@ class PartitionedStore:
 
     def __init__(self, locate: Locate, hot_size: int = 100_000, partitions: int = 1) -> None:
         self.locate = locate
-        self.hot_size = max(1, hot_size // max(1, partitions))
+        # Each partition's share of ``hot_size``, with room for the spread of a share by hash: with as
+        # many accounts as ``hot_size`` (the setting's default of 100,000 for as many staff), a plain
+        # division left about half the partitions a few accounts over their size, packing and
+        # unpacking their least recently used all day.
+        self.hot_size = share_of_store(hot_size, 1 / max(1, partitions))
         self.parts: dict[int, CompactStore] = {}
         self.routes: dict[str, int] = {}
 

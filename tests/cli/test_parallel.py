@@ -23,6 +23,7 @@ from detector.engine import BatchResult, Engine, Tally
 from detector.errors import DetectorError
 from detector.model import SignIn
 from detector.parallel import AUTO_MIN_BYTES, resolve_workers
+from detector.state import share_of_store
 from detector.traffic import Catalogue, Generator, Traffic, score
 from tests.cli.test_hostile import hostile_lines
 from tests.conftest import run_cli
@@ -291,9 +292,9 @@ def test_each_engine_keeps_ready_its_share_of_the_accounts_and_their_spread() ->
         held = Counter(owned[rng.randrange(len(owned))] for _ in range(100_000))
         for k in range(processes):
             share = owned.count(k) / len(owned)
-            size = parallel.share_of_store(100_000, share)
+            size = share_of_store(100_000, share)
             assert held[k] <= size <= 100_000 * share * 1.05
-    assert parallel.share_of_store(1, 0.5) == 2 and parallel.share_of_store(0, 0.5) == 1
+    assert share_of_store(1, 0.5) == 2 and share_of_store(0, 0.5) == 1
 
 
 def _user_of(share: int, processes: int) -> str:

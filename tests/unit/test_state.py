@@ -495,3 +495,22 @@ def test_a_big_slice_is_packed_in_chunks_and_found_again() -> None:
     assert len(c._index._slots) > 1024  # (grown)
     back = call(c, "working_set", [f"user-{n}" for n in range(0, 9000, 7)])
     assert all(back[f"user-{n}"] == visits[n] for n in range(0, 9000, 7))
+
+
+def test_a_partitioned_store_keeps_ready_as_many_accounts_as_it_is_given() -> None:
+    """As many accounts as ``hot_size``, shared out among the partitions by hash (unevenly): none is
+    packed. Each partition's size allows for the spread (``share_of_store``); a plain share of the
+    setting left the fuller partitions packing and unpacking their least recently used."""
+    import zlib
+    from collections import Counter
+
+    users = [f"first.last.{n}@agency.example" for n in range(6_000)]
+    store = PartitionedStore(locate, hot_size=6_000, partitions=6)
+    for user in users:
+        store.routes[user] = zlib.crc32(user.encode()) % 6
+    assert max(Counter(store.routes.values()).values()) > 6_000 // 6  # (the spread to allow for)
+    ip = sorted(BY_IP)[0]
+    state = AccountState((Visit("e-1", ip, 1.7e9, locate(ip)),), ("e-1",), ())
+    store.put_many(dict.fromkeys(users, state))
+    assert len(store) == 6_000
+    assert all(part._all_hot() for part in store.parts.values())
