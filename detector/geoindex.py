@@ -1,18 +1,19 @@
-"""A City database's IPv4 records, decoded once and kept as columns in a file beside the database.
+"""A City database's records, decoded once and kept as columns in a file beside the database.
 
 Why: reading a record costs about 23 us in maxminddb's C extension, which builds every field of it
 (names in eight languages among them) although the detector uses five. A replay meets tens of thousands
 of records it has not read before, so these reads were a fifth of its time. ``impossible-travel
-geoip-index`` (run by ``make geoip``) reads every record that an IPv4 address can reach once, and
-writes the fields the detector uses to ``<database>.index``. ``GeoIP`` then finds a batch's new records
+geoip-index`` (run by ``make geoip``) reads every record that an address can reach once (those only
+IPv6 addresses reach too: ``SearchTree.records``), and writes the fields the detector uses to
+``<database>.index``. ``GeoIP`` then finds a batch's new records
 in it, by the record offsets that its ``SearchTree`` walk gives (in the walk itself, where built in C).
 
 The file names the database it was built from: size, build time, search tree shape, and a hash of the
 first and last MiB. For any other file (a newer build, say) the index is ignored, with a warning, and
 records are read from the database as before, so a stale index can never give a wrong answer.
 
-Records with the same fields share one row of the place table: GeoLite2-City's 510,481 IPv4 records
-hold far fewer distinct places.
+Records with the same fields share one row of the place table: GeoLite2-City's 539,790 records
+(510,481 that IPv4 addresses reach, 29,309 that only IPv6 addresses reach) hold 472,848 places.
 """
 
 from __future__ import annotations

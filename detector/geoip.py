@@ -373,30 +373,60 @@ class SearchTree:
         # 16: the data section's separator. A walk still inside the tree after 32 bits has no record.
         return np.where(node > self.node_count, node - self.node_count - 16, -1)
 
-    def ipv4_records(self) -> tuple[np.ndarray, np.ndarray]:
-        """Every record an IPv4 address can reach, once: (offsets, the first address of one of its
-        networks), sorted by offset. The tree is walked a level (one bit) at a time, all nodes at once."""
+    def records(self) -> tuple[np.ndarray, list[str]]:
+        """Every record an address can reach, once: (offsets, the first address of one of its networks,
+        as text), sorted by offset. The IPv4 subtree's, then, in an IPv6 tree, the rest of the tree's:
+        the records only IPv6 addresses reach (the IPv4 subtree, which ::ffff:0:0/96 and 2002::/16 lead
+        back to, left out). An IPv4 address is kept for a record that both reach."""
+        import numpy as np
+
+        offsets, high, low = self._leaves(self.ipv4_start, 32, skip=-1)  # (-1: no node)
+        texts = [socket.inet_ntoa(int(h >> 32).to_bytes(4, "big")) for h in high.tolist()]
+        if self.ip_version == 6:
+            offsets6, high, low = self._leaves(0, 128, skip=self.ipv4_start)
+            offsets = np.concatenate([offsets, offsets6])
+            pairs = zip(high.tolist(), low.tolist(), strict=True)
+            texts += [str(ipaddress.IPv6Address(h << 64 | lo)) for h, lo in pairs]
+        unique, first = np.unique(offsets, return_index=True)  # (the first of each: IPv4 before IPv6)
+        return unique, [texts[k] for k in first.tolist()]
+
+    def _leaves(self, start: int, bits: int, skip: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The records reached from node ``start`` within ``bits`` steps, a record for each network
+        (repeats left in), and the first address of that network: its high and low 64 bits, the path
+        from ``start`` most significant first. The tree is walked a level (one bit) at a time, all nodes
+        at once; a node equal to ``skip`` is not entered."""
         import numpy as np
 
         n = self.node_count
-        nodes, prefixes = np.array([self.ipv4_start], np.int64), np.zeros(1, np.int64)
-        offsets, addresses = [], []
-        for depth in range(32):
-            if not len(nodes) or nodes[0] >= n:
+        nodes = np.array([start], np.int64)
+        high, low = np.zeros(1, np.uint64), np.zeros(1, np.uint64)
+        offsets, highs, lows = [], [], []
+        for depth in range(bits):
+            inside = (nodes < n) & (nodes != skip)
+            nodes, high, low = nodes[inside], high[inside], low[inside]
+            if not len(nodes):
                 break
-            deeper, deeper_prefixes = [], []
+            below: list[np.ndarray] = []
+            below_high: list[np.ndarray] = []
+            below_low: list[np.ndarray] = []
             for bit in (0, 1):
                 found = self._records(nodes, np.full(len(nodes), bit, np.int64))
-                below = (prefixes << 1) | bit
+                h, lo = high, low
+                if bit and depth < 64:
+                    h = high | np.uint64(1 << (63 - depth))
+                elif bit:
+                    lo = low | np.uint64(1 << (127 - depth))
                 inner, data = found < n, found > n
-                deeper.append(found[inner])
-                deeper_prefixes.append(below[inner])
+                below.append(found[inner])
+                below_high.append(h[inner])
+                below_low.append(lo[inner])
                 offsets.append(found[data] - n - 16)
-                addresses.append(below[data] << (31 - depth))
-            nodes, prefixes = np.concatenate(deeper), np.concatenate(deeper_prefixes)
-        all_offsets = np.concatenate(offsets) if offsets else np.zeros(0, np.int64)
-        unique, first = np.unique(all_offsets, return_index=True)
-        return unique, np.concatenate(addresses)[first] if offsets else unique
+                highs.append(h[data])
+                lows.append(lo[data])
+            nodes, high, low = np.concatenate(below), np.concatenate(below_high), np.concatenate(below_low)
+        if not offsets:
+            return np.zeros(0, np.int64), np.zeros(0, np.uint64), np.zeros(0, np.uint64)
+        return np.concatenate(offsets), np.concatenate(highs), np.concatenate(lows)
 
 
 @dataclass
@@ -542,13 +572,13 @@ class GeoIP:
         return fingerprint(self.path, meta.build_epoch, meta.node_count, meta.record_size)
 
     def build_index(self, progress: Callable[[int, int], None] | None = None) -> RecordIndex:
-        """Read every record an IPv4 address can reach, once, into a ``RecordIndex`` (not saved)."""
+        """Read every record an address can reach, once, into a ``RecordIndex`` (not saved)."""
         if self._tree is None:
             raise GeoDatabaseError(f"cannot index {self.path}: its search tree is not one numpy can walk")
-        offsets, addresses = self._tree.ipv4_records()
+        offsets, addresses = self._tree.records()
         get, fields = self._db().get, []
-        for k, address in enumerate(addresses.tolist()):
-            record = get(socket.inet_ntoa(address.to_bytes(4, "big")))
+        for k, address in enumerate(addresses):
+            record = get(address)
             fields.append(record_fields(record) if isinstance(record, dict) else None)
             if progress is not None and (k + 1) % 50_000 == 0:
                 progress(k + 1, len(offsets))

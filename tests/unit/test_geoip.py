@@ -32,7 +32,7 @@ from detector.geoip import (
     read_metadata,
 )
 from detector.model import SPEEDUPS, Alert, DatabaseInfo, Location, Visit, new_alert, new_location
-from detector.testing import PLACES, build_asn_db, build_city_db, ip_in
+from detector.testing import PLACES, Place, build_asn_db, build_city_db, ip_in
 from tests.conftest import IN_CI
 
 
@@ -632,6 +632,29 @@ def test_record_index_gives_what_reading_the_database_gives(
         assert wide.locate(ip_in("9.9.9.0/24")).accuracy_radius_km == 7  # type: ignore[union-attr]
 
 
+def test_record_index_holds_every_record_an_address_reaches(tmp_path: Path) -> None:
+    """IPv6 networks too: one in a place no IPv4 network has (its record only IPv6 addresses reach),
+    and one deep in the tree (a /96 beside a /32 of another place: past the address's first 64 bits)."""
+    import maxminddb
+
+    only_v6 = [
+        Place("2a01:e34::/32", 43.2965, 5.3698, 20, "FR", "Marseille"),
+        Place("2a01:e35:1:2:3:4::/96", 45.7640, 4.8357, 5, "FR", "Lyon"),
+    ]
+    path = build_city_db(str(tmp_path / "city.mmdb"), places=[*PLACES, *only_v6])
+    geo = _indexed(path)
+    with maxminddb.open_database(path) as reader:
+        networks = [net for net, _ in reader]
+    ips = [str(net[k]) for net in networks for k in (0, 1, net.num_addresses - 1)]
+    assert any(":" in ip for ip in ips) and any("." in ip for ip in ips)
+    geo.prefetch(ips)
+    found = [geo.locate(ip) for ip in ips]
+    assert found == _one_at_a_time(path, ips)
+    assert {"Marseille", "Lyon", "London"} <= {loc.city for loc in found if loc is not None}
+    if SPEEDUPS is not None:  # (without the C walk, IPv6 addresses are read one at a time)
+        assert geo.stats.database_reads == 0 and geo.stats.index_hits > 0
+
+
 def test_record_index_of_another_database_is_ignored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -747,7 +770,7 @@ def test_record_index_names_are_read_one_at_a_time_and_kept(tmp_path: Path) -> N
 
 
 def test_record_index_of_the_real_database(real_db: str) -> None:
-    """`make geoip` builds it; every IPv4 record of GeoLite2-City answers as a read does."""
+    """`make geoip` builds it; every record of GeoLite2-City answers as a read does, IPv6 ones too."""
     geo = GeoIP(real_db)
     if geo.index is None:
         if IN_CI:
@@ -761,3 +784,17 @@ def test_record_index_of_the_real_database(real_db: str) -> None:
     assert found == _one_at_a_time(real_db, ips)
     assert sum(loc is not None for loc in found) > 15_000
     assert geo.stats.database_reads == 0 and geo.stats.index_hits > 5_000
+    if SPEEDUPS is None:
+        return  # (IPv6 addresses are read one at a time without the C walk)
+    # IPv6: addresses anywhere, and one in each of 5,000 networks whose record no IPv4 address reaches
+    assert geo._tree is not None
+    offsets, firsts = geo._tree.records()
+    ipv4_reach = set(geo._tree._leaves(geo._tree.ipv4_start, 32, skip=-1)[0].tolist())
+    only_v6 = [ip for offset, ip in zip(offsets.tolist(), firsts, strict=True) if offset not in ipv4_reach]
+    assert len(only_v6) > 20_000 and all(":" in ip for ip in only_v6)
+    ips = _mixed_v6(5000, seed=12) + random.Random(12).sample(only_v6, 5000)
+    geo.prefetch(ips)
+    found = [geo.locate(ip) for ip in ips]
+    assert found == _one_at_a_time(real_db, ips)
+    assert sum(loc is not None for loc in found) > 5_000
+    assert geo.stats.database_reads == 0
