@@ -23,7 +23,8 @@ The mix, per account (accounts' activity is skewed: a few sign in far more often
 - timestamps RFC 3339: 60% whole seconds with ``Z``, 30% milliseconds with ``Z``, 10% local time with
   an offset such as ``+05:30``; event ids are uuid-shaped hex.
 
-The same parameters and database build give the same bytes. Files are cached in ``.cache/bench/``
+``with_ipv6`` makes a copy with a quarter of the public addresses as IPv6 ones in the same places (the
+benchmark's dual-stack slice). The same parameters and database build give the same bytes. Files are cached in ``.cache/bench/``
 under a name made of the parameters (and a ``.meta.json`` beside them with counts), so reruns are
 instant. ``pool()`` (the addresses) is cached there too.
 """
@@ -599,6 +600,61 @@ def messy(path: Path, every: int) -> Path:
                 dst.write(line)
         os.replace(tmp, out)
     return out
+
+
+def with_ipv6(path: Path, db: str | os.PathLike[str] = DEFAULT_DB, every: int = 4) -> tuple[Path, int]:
+    """The file with one public IPv4 address in ``every`` (picked by a hash of its text) replaced, on
+    each line it is on, by an IPv6 address that the database places in the same place (city, country,
+    coordinates), where it has one, cached: sign-ins from dual-stack networks. Returns the file and how
+    many addresses were replaced."""
+    from zlib import crc32
+
+    from detector.geoip import GeoIP
+
+    out = path.with_name(path.stem + f".ipv6-{every}-v1.jsonl")
+    meta = out.with_suffix(".meta.json")
+    if out.exists() and meta.exists():
+        return out, int(json.loads(meta.read_text())["replaced"])
+    geo = GeoIP(db)
+    tree = geo._tree
+    if tree is None or tree.ip_version != 6:
+        raise SystemExit(f"{db}: not an IPv6 database")
+    # The first address of every IPv6 network of the database (the IPv4 subtree left out), by place.
+    _, high, low = tree._leaves(0, 128, skip=tree.ipv4_start)
+    firsts = [h << 64 | lo for h, lo in zip(high.tolist(), low.tolist(), strict=True)]
+    by_place: dict[str, list[int]] = {}
+    for first, found in zip(
+        firsts, geo.locate_many([str(ipaddress.IPv6Address(v)) for v in firsts]), strict=True
+    ):
+        if found is not None and not found.coarse:
+            by_place.setdefault(found.place, []).append(first)
+    with open(path, "rb") as fh:
+        texts = {orjson.loads(line)["ip"] for line in fh}
+    picked = sorted(ip for ip in texts if "." in ip and crc32(ip.encode()) % every == 0)
+    chosen: dict[str, str] = {}
+    for ip, found in zip(picked, geo.locate_many(picked), strict=True):
+        networks = by_place.get(found.place) if found is not None else None
+        if networks:
+            h = crc32(ip.encode(), 1) << 32 | crc32(ip.encode(), 2)
+            first = networks[h % len(networks)]
+            # an interface id from the hash, where the network is a /64 or wider (else its first address)
+            host = str(ipaddress.IPv6Address(first | h))
+            inside = geo.locate(host)
+            chosen[ip] = (
+                host
+                if inside is not None and inside.place == found.place
+                else str(ipaddress.IPv6Address(first))
+            )
+    geo.close()
+    tmp = out.with_name(out.name + f".{os.getpid()}.tmp")
+    with open(path, "rb") as src, open(tmp, "wb") as dst:
+        for line in src:
+            event = orjson.loads(line)
+            v6 = chosen.get(event["ip"])
+            dst.write(line if v6 is None else orjson.dumps({**event, "ip": v6}) + b"\n")
+    meta.write_text(json.dumps({"replaced": len(chosen), "every": every}))
+    os.replace(tmp, out)
+    return out, len(chosen)
 
 
 def main(argv: list[str] | None = None) -> int:

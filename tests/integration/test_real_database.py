@@ -136,3 +136,38 @@ def test_tune_rows_are_what_replay_gives(tmp_path: Path, real_db: str, catalogue
     report = (out / "report.md").read_text()
     assert "| 900 | 500 |" in report and "tune.png" in report
     assert (out / "tune.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_benchmarks_ipv6_slice_keeps_each_address_in_its_place(tmp_path: Path, real_db: str) -> None:
+    """``bench.generate.with_ipv6``: each replaced address is IPv6 and in the same place as the one it
+    replaced, on every line it was on, and the rest of each line is as it was."""
+    import random
+
+    from bench.generate import with_ipv6
+
+    geo = GeoIP(real_db)
+    rng = random.Random(5)
+    found: list[str] = []
+    while len(found) < 300:
+        ip = ".".join(str(rng.randrange(1, 224)) for _ in range(4))
+        where = geo.locate(ip)
+        if where is not None and not where.coarse:
+            found.append(ip)
+    src = tmp_path / "slice.jsonl"
+    lines = [
+        json.dumps({"timestamp": "2024-03-16T00:00:00Z", "user": f"u{k % 50}", "ip": ip, "event_id": str(k)})
+        for k, ip in enumerate(found + found[:100] + ["10.1.2.3"])
+    ]
+    src.write_text("\n".join(lines) + "\n")
+    out, replaced = with_ipv6(src, real_db, every=2)
+    before = [json.loads(x) for x in lines]
+    after = [json.loads(x) for x in out.read_text().splitlines()]
+    assert len(after) == len(before)
+    changed = {}
+    for old, new in zip(before, after, strict=True):
+        if new["ip"] != old["ip"]:
+            assert ":" in new["ip"] and changed.setdefault(old["ip"], new["ip"]) == new["ip"]
+            assert geo.locate(new["ip"]).place == geo.locate(old["ip"]).place  # type: ignore[union-attr]
+        assert {**old, "ip": None} == {**new, "ip": None}
+    assert replaced == len(changed) and 30 < replaced < 150  # (about a half picked, most have a place)
+    assert with_ipv6(src, real_db, every=2) == (out, replaced)  # (cached)
