@@ -26,6 +26,7 @@ loopback, link-local, CGNAT, multicast, reserved, documentation, unspecified, ..
 from __future__ import annotations
 
 import ipaddress
+import logging
 import mmap
 import os
 import socket
@@ -40,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 from detector.errors import GeoDatabaseError
 from detector.geoindex import ABSENT, NO_POINT, Fields, RecordIndex, fingerprint, index_path
 from detector.model import LOCATION_SLOTS, SPEEDUPS, DatabaseInfo, Location, new_database_info, new_location
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -485,6 +488,7 @@ class GeoIP:
         self._prefetched: dict[str, Location | None] = {}
         self._by_network: dict[tuple[int, int, int], Location | None] = {}
         self._prefix_lengths: Counter[tuple[int, int]] = Counter()
+        self._told_ipv4_only = False  # (warned that IPv6 addresses get no location)
 
     def reload_if_changed(self) -> bool:
         """Take a replaced database file without a restart (replace it by renaming a complete file over
@@ -751,6 +755,17 @@ class GeoIP:
             special, version, bits = _special_v4(value), 4, 32
         if special:
             self.stats.special += 1
+            return None
+        if version == 6 and self._meta.ip_version == 4:
+            # An IPv4-only database (the ip-location-db packages ship one file a family), where
+            # maxminddb refuses the lookup: an address it does not hold, not a failed read (the errors
+            # counted say a file overwritten in place).
+            if not self._told_ipv4_only:
+                self._told_ipv4_only = True
+                log.warning(
+                    "GeoIP database %s holds IPv4 networks only: IPv6 addresses get no location", self.path
+                )
+            self.stats.unknown += 1
             return None
         for (v, plen), _ in self._prefix_lengths.most_common():
             if v == version:

@@ -77,13 +77,14 @@ PLACES: tuple[Place, ...] = (
 )
 
 
-def _writer(database_type: str, description: str) -> Any:
-    """An empty MaxMind DB writer: an IPv6 tree with IPv4 mapped in, as the real databases."""
+def _writer(database_type: str, description: str, ip_version: int = 6) -> Any:
+    """An empty MaxMind DB writer: an IPv6 tree with IPv4 mapped in, as the real databases (or an
+    IPv4-only tree, as the ip-location-db packages' IPv4 files)."""
     from mmdb_writer import MMDBWriter
 
     return MMDBWriter(
-        ip_version=6,
-        ipv4_compatible=True,
+        ip_version=ip_version,
+        ipv4_compatible=ip_version == 6,
         database_type=database_type,
         languages=["en"],
         description=description,
@@ -96,11 +97,15 @@ def build_city_db(
     database_type: str = "GeoLite2-City",
     layout: str = "geoip2",
     extra: Mapping[str, dict[str, Any]] | None = None,
+    ip_version: int = 6,
 ) -> str:
-    """Write a small MaxMind DB (IPv6 tree, IPv4 mapped in) that the real reader opens."""
+    """Write a small MaxMind DB (IPv6 tree, IPv4 mapped in; with ``ip_version`` 4, an IPv4 tree and
+    the IPv4 places only) that the real reader opens."""
     from netaddr import IPSet
 
-    writer = _writer(database_type, "impossible-travel test database")
+    writer = _writer(database_type, "impossible-travel test database", ip_version)
+    if ip_version == 4:
+        places = [place for place in places if ":" not in place.network]
     for place in places:
         writer.insert_network(IPSet([place.network]), place.record(layout))
     for network, record in (extra or {}).items():

@@ -655,6 +655,28 @@ def test_record_index_holds_every_record_an_address_reaches(tmp_path: Path) -> N
         assert geo.stats.database_reads == 0 and geo.stats.index_hits > 0
 
 
+@pytest.mark.parametrize("indexed", [False, True])
+def test_an_ipv4_only_database_places_no_ipv6_address_and_reads_for_none(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, indexed: bool
+) -> None:
+    """maxminddb refuses an IPv6 lookup in an IPv4-only database: an address it does not hold
+    (unknown, with a warning once), not a failed read (`detector_geoip_errors_total` says a database
+    file overwritten in place). Remembered by address, as any answer."""
+    path = build_city_db(str(tmp_path / "ipv4.mmdb"), ip_version=4)
+    geo = _indexed(path) if indexed else GeoIP(path)
+    assert geo._meta.ip_version == 4
+    ips = ["2a02:c7f::1", ip_in("81.2.69.0/24"), "2a02:c7f::2", "2a02:c7f::1", "::1"]
+    for _ in range(2):
+        geo.prefetch(ips)
+        found = [geo.locate(ip) for ip in ips]
+        assert [f.city if f else None for f in found] == [None, "London", None, None, None]
+    assert geo.stats.errors == 0 and geo.stats.unknown == 2 and geo.stats.special == 1
+    assert geo.stats.database_reads == (0 if indexed else 1)  # (London: from the index, or one read)
+    assert [r.message for r in caplog.records].count(
+        f"GeoIP database {path} holds IPv4 networks only: IPv6 addresses get no location"
+    ) == 1
+
+
 def test_record_index_of_another_database_is_ignored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
