@@ -23,10 +23,11 @@ The mix, per account (accounts' activity is skewed: a few sign in far more often
 - timestamps RFC 3339: 60% whole seconds with ``Z``, 30% milliseconds with ``Z``, 10% local time with
   an offset such as ``+05:30``; event ids are uuid-shaped hex.
 
-``with_ipv6`` makes a copy with a quarter of the public addresses as IPv6 ones in the same places (the
-benchmark's dual-stack slice). The same parameters and database build give the same bytes. Files are cached in ``.cache/bench/``
+The same parameters and database build give the same bytes. Files are cached in ``.cache/bench/``
 under a name made of the parameters (and a ``.meta.json`` beside them with counts), so reruns are
-instant. ``pool()`` (the addresses) is cached there too.
+instant. ``pool()`` (the addresses) is cached there too. ``messy`` and ``with_ipv6`` make copies of a
+file with some lines broken, and with a quarter of its public addresses as IPv6 ones in the same
+places (the benchmark's dual-stack slice).
 """
 
 from __future__ import annotations
@@ -620,7 +621,7 @@ def with_ipv6(path: Path, db: str | os.PathLike[str] = DEFAULT_DB, every: int = 
     if tree is None or tree.ip_version != 6:
         raise SystemExit(f"{db}: not an IPv6 database")
     # The first address of every IPv6 network of the database (the IPv4 subtree left out), by place.
-    _, high, low = tree._leaves(0, 128, skip=tree.ipv4_start)
+    _, high, low = tree.leaves(0, 128, skip=tree.ipv4_start)
     firsts = [h << 64 | lo for h, lo in zip(high.tolist(), low.tolist(), strict=True)]
     by_place: dict[str, list[int]] = {}
     for first, found in zip(
@@ -637,7 +638,7 @@ def with_ipv6(path: Path, db: str | os.PathLike[str] = DEFAULT_DB, every: int = 
         if networks:
             h = crc32(ip.encode(), 1) << 32 | crc32(ip.encode(), 2)
             first = networks[h % len(networks)]
-            # an interface id from the hash, where the network is a /64 or wider (else its first address)
+            # an interface id from the hash, where that stays in the place (else the network's first address)
             host = str(ipaddress.IPv6Address(first | h))
             inside = geo.locate(host)
             chosen[ip] = (

@@ -383,17 +383,17 @@ class SearchTree:
         back to, left out). An IPv4 address is kept for a record that both reach."""
         import numpy as np
 
-        offsets, high, low = self._leaves(self.ipv4_start, 32, skip=-1)  # (-1: no node)
-        texts = [socket.inet_ntoa(int(h >> 32).to_bytes(4, "big")) for h in high.tolist()]
+        offsets, high, low = self.leaves(self.ipv4_start, 32, skip=-1)  # (-1: no node)
+        texts = [socket.inet_ntoa((h >> 32).to_bytes(4, "big")) for h in high.tolist()]
         if self.ip_version == 6:
-            offsets6, high, low = self._leaves(0, 128, skip=self.ipv4_start)
+            offsets6, high, low = self.leaves(0, 128, skip=self.ipv4_start)
             offsets = np.concatenate([offsets, offsets6])
             pairs = zip(high.tolist(), low.tolist(), strict=True)
             texts += [str(ipaddress.IPv6Address(h << 64 | lo)) for h, lo in pairs]
         unique, first = np.unique(offsets, return_index=True)  # (the first of each: IPv4 before IPv6)
         return unique, [texts[k] for k in first.tolist()]
 
-    def _leaves(self, start: int, bits: int, skip: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def leaves(self, start: int, bits: int, skip: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The records reached from node ``start`` within ``bits`` steps, a record for each network
         (repeats left in), and the first address of that network: its high and low 64 bits, the path
         from ``start`` most significant first. The tree is walked a level (one bit) at a time, all nodes

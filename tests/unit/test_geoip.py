@@ -811,7 +811,7 @@ def test_record_index_of_the_real_database(real_db: str) -> None:
     # IPv6: addresses anywhere, and one in each of 5,000 networks whose record no IPv4 address reaches
     assert geo._tree is not None
     offsets, firsts = geo._tree.records()
-    ipv4_reach = set(geo._tree._leaves(geo._tree.ipv4_start, 32, skip=-1)[0].tolist())
+    ipv4_reach = set(geo._tree.leaves(geo._tree.ipv4_start, 32, skip=-1)[0].tolist())
     only_v6 = [ip for offset, ip in zip(offsets.tolist(), firsts, strict=True) if offset not in ipv4_reach]
     assert len(only_v6) > 20_000 and all(":" in ip for ip in only_v6)
     ips = _mixed_v6(5000, seed=12) + random.Random(12).sample(only_v6, 5000)
