@@ -1087,6 +1087,18 @@ static PyObject *make_slotted(PyObject *self, PyObject *const *args, Py_ssize_t 
         return NULL;
     for (Py_ssize_t i = 2; i < nargs; i++) {
         PyObject *slot = PyTuple_GET_ITEM(args[1], i - 2);
+        if (Py_IS_TYPE(slot, &PyMemberDescr_Type)) {
+            /* A slot of the object's class, as __slots__ makes it: stored in place, as its __set__
+               (PyMember_SetOne) would store it in the new object, without the call and its checks
+               (13 of them a Location: half the instructions of making a place's Location). */
+            PyMemberDescrObject *member = (PyMemberDescrObject *)slot;
+            PyMemberDef *def = member->d_member;
+            if (def->type == T_OBJECT_EX && !(def->flags & READONLY) && Py_TYPE(obj) == member->d_common.d_type) {
+                PyObject **at = (PyObject **)((char *)obj + def->offset);
+                Py_XSETREF(*at, Py_NewRef(args[i]));
+                continue;
+            }
+        }
         descrsetfunc set = Py_TYPE(slot)->tp_descr_set;
         if (set == NULL) {
             PyErr_SetString(PyExc_TypeError, "make_slotted: not a slot descriptor");
@@ -2658,6 +2670,104 @@ done:
     return out;
 }
 
+/* A buffer of int64 (tree_locate's places) in *view, its length in *n; -1 with TypeError when it is not. */
+static int int64_buffer(PyObject *obj, Py_buffer *view, Py_ssize_t *n)
+{
+    if (PyObject_GetBuffer(obj, view, PyBUF_SIMPLE) < 0)
+        return -1;
+    if (view->len % (Py_ssize_t)sizeof(int64_t) != 0) {
+        PyBuffer_Release(view);
+        PyErr_SetString(PyExc_TypeError, "a buffer of int64");
+        return -1;
+    }
+    *n = view->len / (Py_ssize_t)sizeof(int64_t);
+    return 0;
+}
+
+/* rows_wanted(places, known) -> list[int]: the rows of the record index in ``places`` (tree_locate's,
+   int64; those below 0 are not rows) that the dict ``known`` does not hold, each once, in the order
+   met: the places a batch's new addresses need a Location made for (geoip.GeoIP._place_new). */
+static PyObject *rows_wanted(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyDict_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "rows_wanted(places, dict)");
+        return NULL;
+    }
+    Py_buffer view;
+    Py_ssize_t n;
+    if (int64_buffer(args[0], &view, &n) < 0)
+        return NULL;
+    const int64_t *places = view.buf;
+    PyObject *out = PyList_New(0), *met = PySet_New(NULL);
+    if (out == NULL || met == NULL)
+        goto fail;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (places[i] < 0)
+            continue;
+        PyObject *row = PyLong_FromLongLong(places[i]);
+        if (row == NULL)
+            goto fail;
+        int wanted = PyDict_Contains(args[1], row);
+        if (wanted == 0)
+            wanted = PySet_Contains(met, row);
+        if (wanted == 0 && (PySet_Add(met, row) < 0 || PyList_Append(out, row) < 0))
+            wanted = -1;
+        Py_DECREF(row);
+        if (wanted < 0)
+            goto fail;
+    }
+    Py_DECREF(met);
+    PyBuffer_Release(&view);
+    return out;
+fail:
+    Py_XDECREF(out);
+    Py_XDECREF(met);
+    PyBuffer_Release(&view);
+    return NULL;
+}
+
+/* place_each(keys, places, by_place, into) -> list[int]: for each key whose place (``places``, as
+   rows_wanted's) is a row, ``into[key] = by_place[row]`` (KeyError where by_place lacks it); returns
+   where the other keys are, for the caller. The batch's new addresses into the address cache, one C
+   loop where compiled Python made a dict of them, popped each and called a method each
+   (geoip.GeoIP._place_new). */
+static PyObject *place_each(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4 || !PyList_Check(args[0]) || !PyDict_CheckExact(args[2]) || !PyDict_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "place_each(keys, places, by_place, into)");
+        return NULL;
+    }
+    Py_buffer view;
+    Py_ssize_t n;
+    if (int64_buffer(args[1], &view, &n) < 0)
+        return NULL;
+    PyObject *out = NULL;
+    if (n != PyList_GET_SIZE(args[0])) {
+        PyErr_SetString(PyExc_ValueError, "place_each: a place for each key");
+        goto done;
+    }
+    const int64_t *places = view.buf;
+    out = PyList_New(0);
+    for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
+        PyObject *row = PyLong_FromLongLong(places[i] < 0 ? i : places[i]), *value = NULL;
+        int ok = row != NULL;
+        if (ok && places[i] < 0)
+            ok = PyList_Append(out, row) == 0;
+        else if (ok) {
+            value = PyDict_GetItemWithError(args[2], row);
+            if (value == NULL && !PyErr_Occurred())
+                PyErr_SetObject(PyExc_KeyError, row);
+            ok = value != NULL && PyDict_SetItem(args[3], PyList_GET_ITEM(args[0], i), value) == 0;
+        }
+        Py_XDECREF(row);
+        if (!ok)
+            Py_CLEAR(out);
+    }
+done:
+    PyBuffer_Release(&view);
+    return out;
+}
+
 /* geodesic_km: geographiclib's Geodesic.Inverse(lat1, lon1, lat2, lon2, DISTANCE)["s12"], operation for
    operation (geographiclib 2.x, its Python), for geo.geodesic_km: the exact figure of every candidate
    pair, where its Python took 50-90 us a pair (7% of a replay worker's time). Python's float arithmetic
@@ -3714,6 +3824,12 @@ static PyMethodDef methods[] = {
      "min_distance_km, history_size, history_window_s, screen_margin, raw_tail, recent_ids, "
      "earth_radius_km) -> int: the sign-ins from start that the rule's quick path decides, as "
      "Engine.process; where it stopped."},
+    {"rows_wanted", (PyCFunction)(void (*)(void))rows_wanted, METH_FASTCALL,
+     "rows_wanted(places, known) -> list[int]: the rows (>= 0) of the int64 buffer places that the dict known "
+     "lacks, each once, in the order met."},
+    {"place_each", (PyCFunction)(void (*)(void))place_each, METH_FASTCALL,
+     "place_each(keys, places, by_place, into) -> list[int]: into[key] = by_place[place] for each key whose "
+     "place is >= 0; where the other keys are."},
     {"get_each", (PyCFunction)(void (*)(void))get_each, METH_FASTCALL,
      "get_each(dict, keys, default) -> (values, missing): each key's value (default where there is none) "
      "and the places of those without one."},

@@ -9,7 +9,7 @@ import pickle
 import random
 from array import array
 from collections import Counter
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +341,88 @@ def test_locate_many_gives_and_counts_what_locate_of_each_gives(city_db: str) ->
         assert many.locate_many(batch) == [each.locate(ip) for ip in batch]
     assert many.stats == each.stats and many.stats.address_cache_hits > 1000
     assert many.stats.network_cache_hits > 500  # (the new ones were located together)
+
+
+def _without_record_of(geo: GeoIP, ip: str) -> None:
+    """Take the record of ``ip`` out of ``geo``'s record index, as an index built by an older release
+    leaves a record out (its addresses are then read from the database)."""
+    assert geo.index is not None
+    offset = geo._tree.locate_text([ip], geo.index)[0][0]  # type: ignore[union-attr]
+    keep = [k for k, o in enumerate(geo.index.offsets) if o != offset]
+    assert len(keep) == len(geo.index) - 1
+    offsets = array("q", [geo.index.offsets[k] for k in keep])
+    places = array("i", [geo.index.places[k] for k in keep])
+    geo.index = replace(geo.index, offsets=memoryview(offsets), places=memoryview(places))
+
+
+@pytest.mark.parametrize("cache_size", [262_144, 1_000])
+def test_locate_many_with_the_record_index_gives_and_counts_what_locate_of_each_gives(
+    tmp_path: Path, cache_size: int
+) -> None:
+    """With the record index, a batch's new addresses go into the cache together (``_place_new``,
+    where ``_speedups`` is built): the same locations and the same counts as ``locate`` of each, for
+    addresses the index places, special and unknown ones, a record without coordinates, IPv6 ones, and a
+    record the index lacks (read). With a cache too small for a batch's new addresses, the batches that
+    do not fit go the old way, in between those that do (the counts then differ from one at a time's,
+    as they always did: each evicts at other moments)."""
+    path = build_city_db(str(tmp_path / "city.mmdb"))
+    many, each = _indexed(path), GeoIP(path)
+    for geo in (many, each):
+        geo.cache_size = cache_size
+        _without_record_of(geo, "5.6.7.1")  # (Amsterdam's)
+    ips = [
+        *_mixed_addresses(3000, seed=8),
+        *(f"11.{k}.0.1" for k in range(50)),  # a record without coordinates
+        *(f"5.6.7.{k}" for k in range(60)),  # the record the index lacks
+        *(f"2a02:c7f::{k:x}" for k in range(1, 40)),
+        "2a02:c7f::1%eth0",  # (a zone id: not walked in C)
+        "::1",
+    ]
+    random.Random(9).shuffle(ips)
+    batches = [ips[:1200] * 2, ips[1000:2000], ips[900:], ips[:100]]
+    for batch in batches:
+        each.prefetch(batch)
+        assert many.locate_many(batch) == [each.locate(ip) for ip in batch]
+        assert len(many._by_address) <= cache_size
+    if cache_size > len(ips):
+        assert asdict(many.stats) == asdict(each.stats)
+    assert many.stats.index_hits > 500 and many.stats.unknown > 50 and many.stats.special > 100
+    assert 0 < many.stats.database_reads < 5  # (Amsterdam's record, read once; the zone id's)
+    assert {loc.city for loc in many._by_address.values() if loc} >= {"Amsterdam", "London", None}
+    if SPEEDUPS is not None:
+        fresh = _indexed(path)
+        fresh.cache_size = cache_size
+        # (a batch that fits, then one that does not whenever the cache is small)
+        assert fresh._place_new(ips[:600]) and fresh._place_new(ips[600:1200]) == (cache_size > 1200)
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="detector/_speedups.c is not built (make setup)")
+@settings(max_examples=200)
+@given(
+    st.lists(st.integers(-3, 12), max_size=80),
+    st.dictionaries(st.integers(0, 12), st.integers(), max_size=8),
+)
+def test_rows_wanted_and_place_each_in_c_do_what_their_loops_would(
+    places: list[int], known: dict[int, int]
+) -> None:
+    """The two C loops of ``_place_new``, against the loops they stand for."""
+    buffer = array("q", places)
+    wanted = list(dict.fromkeys(p for p in places if p >= 0 and p not in known))
+    assert SPEEDUPS.rows_wanted(buffer, known) == wanted
+    keys = [f"10.0.0.{k}" for k in range(len(places))]
+    by_place = {**known, **{row: -row for row in wanted}}
+    into: dict[str, int] = {"9.9.9.9": 1}
+    left = SPEEDUPS.place_each(keys, buffer, by_place, into)
+    assert left == [k for k, p in enumerate(places) if p < 0]
+    assert into == {"9.9.9.9": 1, **{keys[k]: by_place[p] for k, p in enumerate(places) if p >= 0}}
+    # A place that ``by_place`` lacks, a place for each key, buffers of int64 only.
+    if wanted:
+        with pytest.raises(KeyError):
+            SPEEDUPS.place_each(keys, buffer, known, {})
+    with pytest.raises(ValueError, match="a place for each key"):
+        SPEEDUPS.place_each([*keys, "10.1.1.1"], buffer, by_place, {})
+    with pytest.raises(TypeError, match="int64"):
+        SPEEDUPS.rows_wanted(b"\x00" * 9, known)
 
 
 class _SameHash(str):
