@@ -6,10 +6,12 @@ import gzip
 import io
 from pathlib import Path
 
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from detector.app import _batches
+from detector.model import SPEEDUPS
 from detector.sources import Line, LineReader, LineRun
 
 BOM = b"\xef\xbb\xbf"
@@ -121,3 +123,15 @@ def test_runs_are_taken_where_a_block_holds_ordinary_lines(tmp_path: Path) -> No
     got = _expanded(items)
     assert got[0] == (str(a), 1, b'{"n":1}', False, 0, False) and got[999][1:3] == (1000, b'{"n":1000}')
     assert got[1000][:2] == (str(b), 1) and got[1010][1:5] == (11, b"x" * 52, True, 101)
+
+
+@pytest.mark.skipif(SPEEDUPS is None, reason="detector/_speedups.c is not built (make setup)")
+@settings(max_examples=500)
+@given(st.lists(st.sampled_from([b"\n", b"\r\n", b"a", b"{}", b"\x00", b"\xff" * 70]), max_size=60))
+def test_a_block_is_split_in_c_as_bytes_split_splits_it(parts: list[bytes]) -> None:
+    """``split_lines`` (the reader's split of each block, by memchr): empty blocks, a newline first or
+    last, newlines in a row, NUL bytes."""
+    block = b"".join(parts)
+    assert SPEEDUPS.split_lines(block) == block.split(b"\n")
+    with pytest.raises(TypeError):
+        SPEEDUPS.split_lines(bytearray(block))
