@@ -255,6 +255,8 @@ def decode_batch(raws: Sequence[bytes], limits: Limits = DEFAULT_LIMITS) -> list
         limits.max_depth,
         SignIn,
     )
+    if SPEEDUPS.all_made(fast, SignIn, 3):  # every line decoded, each with its event id: the common batch
+        return fast
     left = []
     for i, signin in enumerate(fast):
         if signin is None:
@@ -360,9 +362,26 @@ def _seconds(stamps: list[str], offsets: list[int]) -> list[float | None]:
     return out
 
 
-def objects(raws: Sequence[bytes], max_bytes: int) -> list[int]:
-    """The positions of the inputs that may be canonical records: a JSON object, within the size limit."""
+def objects(raws: Sequence[bytes], max_bytes: int) -> Sequence[int]:
+    """The positions of the inputs that may be canonical records: a JSON object, within the size limit.
+    (In C where built: ``range(len(raws))`` when all of them may, the common batch.)"""
+    if SPEEDUPS is not None and type(raws) is list:
+        positions: Sequence[int] | None = SPEEDUPS.objects(raws, max_bytes)
+        if positions is not None:
+            return positions
     return [i for i, raw in enumerate(raws) if raw.startswith(b"{") and len(raw) <= max_bytes]
+
+
+def all_signins(rows: Sequence[object]) -> bool:
+    """Whether every one of ``rows`` is a SignIn with its event id: a batch decoded whole (in C where
+    built: compiled, this loop, and ``None not in rows``, cost 290 and 160 instructions a line)."""
+    if SPEEDUPS is not None and type(rows) is list:
+        return bool(SPEEDUPS.all_made(rows, SignIn, 3))
+    for row in rows:
+        fields: Any = row  # (compiled, a SignIn's event id is read as a str: None would raise)
+        if type(row) is not SignIn or fields[3] is None:
+            return False
+    return True
 
 
 def _flat(obj: dict[str, Any]) -> bool:

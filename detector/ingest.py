@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 from typing import Any, cast
 
-from detector.codec import Limits
+from detector.codec import Limits, all_signins
 from detector.config import ConfigError
 from detector.errors import InvalidEvent
 from detector.formats import FieldMapping, Normalizer, Options, SyslogClock
@@ -114,7 +114,7 @@ class Ingest:
         """``_decode_run`` of a run of ordinary lines, without a ``Line`` for each but those it rejects."""
         quick, rejected = self.normalizer.triage(run.raws)
         self.lines += len(quick)
-        if None not in quick:  # every line one valid canonical record
+        if all_signins(quick):  # every line one valid canonical record
             self.records += len(quick)
             batch += quick  # type: ignore[arg-type]
             return
@@ -131,7 +131,7 @@ class Ingest:
         ordinary = [line for line in lines if not line.too_long and not line.document]
         quick, rejected = self.normalizer.triage([line.raw for line in ordinary])
         self.lines += len(lines)
-        if len(ordinary) == len(lines) and None not in quick:  # every line one valid canonical record
+        if len(ordinary) == len(lines) and all_signins(quick):  # every line one valid canonical record
             self.records += len(lines)
             batch += quick  # type: ignore[arg-type]
             return

@@ -26,6 +26,7 @@ import orjson
 
 from detector.codec import (
     Limits,
+    all_signins,
     decode_batch,
     event_from_mapping,
     objects,
@@ -208,7 +209,7 @@ class Normalizer:
             return out, {}
         quick = objects(raws, limits.max_event_bytes)
         decoded = decode_batch(raws if len(quick) == len(raws) else [raws[i] for i in quick], limits)
-        if len(decoded) == len(raws) and set(map(type, decoded)) <= {SignIn}:  # all valid: the common case
+        if len(decoded) == len(raws) and all_signins(decoded):  # all valid: the common case
             valid = cast("list[SignIn]", decoded)
             return cast(
                 "list[SignIn | None]", valid if self.accounts is None else self.accounts.apply(valid)

@@ -764,3 +764,39 @@ def test_the_c_takes_the_common_timestamps() -> None:
     assert plain("2024-02-30T10:00:00Z") is None  # (no date: Python says why)
     assert plain("2024-03-15t23:59:53z") is None and plain("2024-03-15 23:59:53Z") is None
     assert plain(1710547193) is None  # type: ignore[arg-type]
+
+
+@needs_c
+@settings(max_examples=500)
+@given(
+    st.lists(st.sampled_from([b"{}", b'{"user":"a"}', b" {}", b"[]", b"", b"{" + b"x" * 40]), max_size=12),
+    st.integers(0, 50),
+)
+def test_objects_in_c_are_the_positions_the_loop_finds(raws: list[bytes], max_bytes: int) -> None:
+    """``codec.objects`` in C: the same positions as its loop, as a range where every input is one."""
+    positions = codec_module.objects(raws, max_bytes)
+    expected = [i for i, raw in enumerate(raws) if raw.startswith(b"{") and len(raw) <= max_bytes]
+    assert list(positions) == expected
+    assert isinstance(positions, range) == (len(expected) == len(raws))
+    # An input that is not bytes: left to the loop.
+    assert codec_module.SPEEDUPS.objects([*raws, bytearray(b"{}")], max_bytes) is None
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(["signin", "no_id", "none", "tuple"]), max_size=10), st.booleans())
+def test_all_signins_in_c_and_in_python(kinds: list[str], c: bool) -> None:
+    """``codec.all_signins``: every row a SignIn with its event id (a batch decoded whole), in C and in
+    Python alike; a plain tuple of the same fields, a SignIn without its id, or None, is not one."""
+    signin = SignIn("alice", "81.2.69.1", 1.7e9, "e1", True, None, False)
+    rows: list[object] = [
+        {"signin": signin, "no_id": signin._replace(event_id=None), "none": None, "tuple": tuple(signin)}[k]
+        for k in kinds
+    ]
+    expected = all(k == "signin" for k in kinds)
+    if c and codec_module.SPEEDUPS is None:
+        return
+    with pytest.MonkeyPatch.context() as m:
+        if not c:
+            m.setattr(codec_module, "SPEEDUPS", None)
+        assert codec_module.all_signins(rows) is expected
+        assert codec_module.all_signins(tuple(rows)) is expected  # (not a list: the loop's, either way)
