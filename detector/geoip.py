@@ -674,9 +674,9 @@ class GeoIP:
         would, and True. Those the index places go in two C loops (``rows_wanted``, ``place_each``);
         the others (special ranges, unknown, read) by ``_walked``. Else False, and nothing done.
 
-        (In Python, the batch's new addresses were a fifth of the engine's instructions over the first
-        100,000 lines of the benchmark's input, where most addresses are new: half of that outside
-        the tree walk and the making of Locations.)"""
+        (Over the first 100,000 lines of the benchmark's input, where most addresses are new, GeoIP
+        was half of the engine's instructions, and 180M of its 441M were the compiled loops around
+        the tree walk and the making of Locations: a set, a dict, a pop and a method call an address.)"""
         cached, index, tree = self._by_address, self.index, self._tree
         if (
             SPEEDUPS is None
