@@ -1650,6 +1650,15 @@ static PyObject *advance_run(PyObject *self, PyObject *const *args, Py_ssize_t n
     return PyLong_FromSsize_t(k);
 }
 
+/* ``out.append(k)``: 0, or -1 with an exception set. */
+static int append_index(PyObject *out, Py_ssize_t k)
+{
+    PyObject *at = PyLong_FromSsize_t(k);
+    int appended = at != NULL ? PyList_Append(out, at) : -1;
+    Py_XDECREF(at);
+    return appended;
+}
+
 /* get_each(mapping, keys, default) -> (values, missing): each key's value in the dict (``default`` where
    it has none) and where those are, as its twin geoip.GeoIP.locate_many's loop over its address cache;
    each lookup's steps fetched a few keys ahead (dict_prefetch: a batch's addresses in a cache of 10^5,
@@ -1680,10 +1689,7 @@ static PyObject *get_each(PyObject *self, PyObject *const *args, Py_ssize_t narg
             if (PyErr_Occurred())
                 goto fail;
             value = fallback;
-            PyObject *at = PyLong_FromSsize_t(k);
-            int appended = at != NULL ? PyList_Append(missing, at) : -1;
-            Py_XDECREF(at);
-            if (appended < 0)
+            if (append_index(missing, k) < 0)
                 goto fail;
         }
         PyList_SET_ITEM(values, k, Py_NewRef(value));
@@ -2695,6 +2701,11 @@ static PyObject *all_made(PyObject *self, PyObject *const *args, Py_ssize_t narg
 /* objects(raws, max_bytes) -> range | list[int] | None: codec.objects, the positions of the inputs that
    start with "{" within the size limit; range(len(raws)) when all of them do (the common batch: no
    list of positions to make); None when one is not bytes. */
+static int may_be_record(PyObject *raw, Py_ssize_t max_bytes)
+{
+    return PyBytes_GET_SIZE(raw) > 0 && PyBytes_AS_STRING(raw)[0] == '{' && PyBytes_GET_SIZE(raw) <= max_bytes;
+}
+
 static PyObject *objects(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     if (nargs != 2 || !PyList_Check(args[0])) {
@@ -2704,40 +2715,28 @@ static PyObject *objects(PyObject *self, PyObject *const *args, Py_ssize_t nargs
     Py_ssize_t max_bytes = PyLong_AsSsize_t(args[1]);
     if (max_bytes == -1 && PyErr_Occurred())
         return NULL;
-    PyObject *raws = args[0], *out = NULL;
-    Py_ssize_t n = PyList_GET_SIZE(raws);
-    for (Py_ssize_t i = 0; i < n; i++) {
+    PyObject *raws = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(raws), i;
+    for (i = 0; i < n; i++) { /* (bytes only: None, for the caller's own loop) */
         PyObject *raw = PyList_GET_ITEM(raws, i);
-        if (!PyBytes_Check(raw)) { /* (bytes only: None, for the caller's own loop) */
-            Py_XDECREF(out);
+        if (!PyBytes_Check(raw))
+            Py_RETURN_NONE;
+        if (!may_be_record(raw, max_bytes))
+            break;
+    }
+    if (i == n)
+        return PyObject_CallFunction((PyObject *)&PyRange_Type, "n", n);
+    PyObject *out = PyList_New(0);
+    for (Py_ssize_t k = 0; out != NULL && k < n; k++) {
+        PyObject *raw = PyList_GET_ITEM(raws, k);
+        if (!PyBytes_Check(raw)) {
+            Py_DECREF(out);
             Py_RETURN_NONE;
         }
-        int taken = PyBytes_GET_SIZE(raw) > 0 && PyBytes_AS_STRING(raw)[0] == '{' &&
-                    PyBytes_GET_SIZE(raw) <= max_bytes;
-        if (out == NULL && !taken) { /* the first one left out: the positions before it, then the rest */
-            out = PyList_New(0);
-            for (Py_ssize_t k = 0; out != NULL && k < i; k++) {
-                PyObject *at = PyLong_FromSsize_t(k);
-                if (at == NULL || PyList_Append(out, at) < 0)
-                    Py_CLEAR(out);
-                Py_XDECREF(at);
-            }
-            if (out == NULL)
-                return NULL;
-        }
-        else if (out != NULL && taken) {
-            PyObject *at = PyLong_FromSsize_t(i);
-            int appended = at != NULL ? PyList_Append(out, at) : -1;
-            Py_XDECREF(at);
-            if (appended < 0) {
-                Py_DECREF(out);
-                return NULL;
-            }
-        }
+        if (may_be_record(raw, max_bytes) && append_index(out, k) < 0)
+            Py_CLEAR(out);
     }
-    if (out != NULL)
-        return out;
-    return PyObject_CallFunction((PyObject *)&PyRange_Type, "n", n);
+    return out;
 }
 
 /* split_lines(block) -> list[bytes]: ``block.split(b"\n")``, each newline found by memchr. CPython splits
@@ -2844,19 +2843,17 @@ static PyObject *place_each(PyObject *self, PyObject *const *args, Py_ssize_t na
     const int64_t *places = view.buf;
     out = PyList_New(0);
     for (Py_ssize_t i = 0; out != NULL && i < n; i++) {
-        PyObject *row = PyLong_FromLongLong(places[i] < 0 ? i : places[i]), *value = NULL;
-        int ok = row != NULL;
-        if (ok && places[i] < 0)
-            ok = PyList_Append(out, row) == 0;
-        else if (ok) {
-            value = PyDict_GetItemWithError(args[2], row);
-            if (value == NULL && !PyErr_Occurred())
-                PyErr_SetObject(PyExc_KeyError, row);
-            ok = value != NULL && PyDict_SetItem(args[3], PyList_GET_ITEM(args[0], i), value) == 0;
+        if (places[i] < 0) {
+            if (append_index(out, i) < 0)
+                Py_CLEAR(out);
+            continue;
         }
-        Py_XDECREF(row);
-        if (!ok)
+        PyObject *row = PyLong_FromLongLong(places[i]), *value = NULL;
+        if (row != NULL && (value = PyDict_GetItemWithError(args[2], row)) == NULL && !PyErr_Occurred())
+            PyErr_SetObject(PyExc_KeyError, row);
+        if (value == NULL || PyDict_SetItem(args[3], PyList_GET_ITEM(args[0], i), value) < 0)
             Py_CLEAR(out);
+        Py_XDECREF(row);
     }
 done:
     PyBuffer_Release(&view);

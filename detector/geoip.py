@@ -671,8 +671,8 @@ class GeoIP:
     def _place_new(self, ips: list[str]) -> bool:
         """Where compiled, with the record index, no ASN database, and room in the address cache for
         them all: every one of ``ips`` (new to it, each once) located and cached, as ``locate`` of each
-        would, and True. Those the index places go in two C loops (``rows_wanted``, ``place_each``);
-        the others (special ranges, unknown, read) by ``_walked``. Else False, and nothing done.
+        would, and True. Those the index places go in C (``_add_places``' ``rows_wanted``, then
+        ``place_each``); the others (special ranges, unknown, read) by ``_walked``. Else False, and nothing done.
 
         (Over the first 100,000 lines of the benchmark's input, where most addresses are new, GeoIP
         was half of the engine's instructions, and 180M of its 441M were the compiled loops around
@@ -687,11 +687,8 @@ class GeoIP:
         ):
             return False
         _, places = tree.locate_raw(ips, index)
-        by_place = self._by_place
-        rows: list[int] = SPEEDUPS.rows_wanted(places, by_place)
-        if rows:
-            by_place.update(zip(rows, self._locations(index, rows), strict=True))
-        left: list[int] = SPEEDUPS.place_each(ips, places, by_place, cached)
+        self._add_places(places)
+        left: list[int] = SPEEDUPS.place_each(ips, places, self._by_place, cached)
         stats = self.stats
         stats.misses += len(ips) - len(left)
         stats.index_hits += len(ips) - len(left)
@@ -703,8 +700,7 @@ class GeoIP:
                 else:
                     stats.misses += 1
                     cached[ip] = location
-        if len(by_place) > self.cache_size:
-            _evict_quarter(by_place)
+        self._bound_record_caches()
         return True
 
     def _with_asn(self, ip: str, found: Location | None) -> Location | None:
@@ -760,16 +756,25 @@ class GeoIP:
                     continue
                 location = by_record[offset] = read[0]
             out.append(self._with_asn(ip, location) if self.asn is not None else location)
-        for cache in (by_record, by_place):
-            if len(cache) > self.cache_size:
-                _evict_quarter(cache)
+        self._bound_record_caches()
         return out
 
-    def _add_places(self, places: list[int]) -> None:
+    def _bound_record_caches(self) -> None:
+        """The caches of records and places cut back to their bound, once a batch has filled them."""
+        for cache in (self._by_record, self._by_place):
+            if len(cache) > self.cache_size:
+                _evict_quarter(cache)
+
+    def _add_places(self, places: list[int] | bytearray) -> None:
         """A location for each row of the record index not met before (one object per place, shared
-        by all its records and addresses)."""
+        by all its records and addresses). ``places``: ``locate_text``'s, or ``locate_raw``'s buffer of
+        int64 (its rows found in C)."""
         by_place = self._by_place
-        rows = list({p for p in places if p >= 0 and p not in by_place})
+        rows: list[int]
+        if SPEEDUPS is not None and isinstance(places, bytearray):
+            rows = SPEEDUPS.rows_wanted(places, by_place)
+        else:
+            rows = list({p for p in places if p >= 0 and p not in by_place})
         if rows and self.index is not None:
             by_place.update(zip(rows, self._locations(self.index, rows), strict=True))
 
