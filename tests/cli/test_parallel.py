@@ -195,6 +195,8 @@ def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins(
                 back = parallel._events(pickle.loads(pickle.dumps(part))) if part is not None else []
                 assert back == [batch[i] for i in share]
                 assert all(type(e) is SignIn and type(e.time) is float for e in back)
+                # (packed, each user's str hash comes along: it must be the one this process works out)
+                assert [hash(e.user) for e in back] == [hash(str(batch[i].user)) for i in share]
             assert sorted(i for share in shares for i in share) == list(range(len(batch)))
             owners = {batch[i].user: k for k, share in enumerate(shares) for i in share}
             assert all(owners[batch[i].user] == k for k, share in enumerate(shares) for i in share)
@@ -203,6 +205,11 @@ def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins(
         for cut in (blob[:-1], blob[:5], blob + b"x"):
             with pytest.raises(ValueError, match="truncated"):
                 SPEEDUPS.unpack_signins(cut, special, SignIn)
+        # Hashes from a process with another hash secret (here: the first one's changed) are not taken.
+        at = 8 + 1 + 3 * 4  # (the first sign-in's hash: after its time, flags and three lengths)
+        other = blob[:at] + bytes(b ^ 0xFF for b in blob[at : at + 8]) + blob[at + 8 :]
+        back = SPEEDUPS.unpack_signins(other, special, SignIn)
+        assert back == plain and [hash(e.user) for e in back] == [hash(str(e.user)) for e in plain]
 
 
 class _Echo:
