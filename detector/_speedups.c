@@ -75,6 +75,9 @@
    geodesic_km(lat1, lon1, lat2, lon2) -> float: geographiclib's Inverse distance, operation for operation
    (geo.geodesic_km: its Python took 50-90 us a candidate pair, 7% of a replay worker's time).
 
+   select_signins(events, evaluate_failures, newest): Engine.process's first loop over a batch (the sign-ins
+   to evaluate, their users and addresses), where no network is trusted.
+
    count_into(counter, items): counter.update(items) for a batch's outcomes, counted by identity.
 
    utc_text(epoch_s) -> str | None: model.utc_text for instants from 1970 to 9999 (None for the others,
@@ -3484,6 +3487,73 @@ static int add_count(PyObject *counter, PyObject *key, Py_ssize_t n)
     return done;
 }
 
+/* select_signins(events, evaluate_failures, newest) -> (wanted, wanted_at, newest, ignored, users, ips)
+   | None: Engine.process's first loop over a batch, where no network is trusted. The sign-ins to evaluate
+   (each failure left out unless ``evaluate_failures``), where each is in ``events`` (None while that is
+   where it is: nothing before it left out), the newest time (from ``newest`` on), how many failures
+   were left out, and the sign-ins' users and addresses. None when a sign-in is not as decoding makes
+   them (a tuple of SIGNIN_FIELDS, its time a float, its success a bool): the loop then does it.
+   Compiled, that loop boxed the newest time again for each comparison, and an index for each sign-in
+   once a failure had come: 400 instructions a sign-in. */
+static PyObject *select_signins(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 3 || !PyList_Check(args[0])) {
+        PyErr_SetString(PyExc_TypeError, "select_signins(events, evaluate_failures, newest): events a list");
+        return NULL;
+    }
+    int evaluate_failures = PyObject_IsTrue(args[1]);
+    double newest = PyFloat_AsDouble(args[2]);
+    if (evaluate_failures < 0 || (newest == -1.0 && PyErr_Occurred()))
+        return NULL;
+    PyObject *events = args[0];
+    Py_ssize_t n = PyList_GET_SIZE(events), ignored = 0, first_ignored = n, last_wanted = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(events, i);
+        if (!PyTuple_Check(row) || PyTuple_GET_SIZE(row) != SIGNIN_FIELDS ||
+            !PyFloat_CheckExact(PyTuple_GET_ITEM(row, 2)))
+            Py_RETURN_NONE;
+        PyObject *ok = PyTuple_GET_ITEM(row, 4);
+        if (ok != Py_True && ok != Py_False)
+            Py_RETURN_NONE;
+        if (ok == Py_False && !evaluate_failures) {
+            ignored++;
+            first_ignored = first_ignored < i ? first_ignored : i;
+        }
+        else
+            last_wanted = i;
+    }
+    Py_ssize_t kept = n - ignored;
+    PyObject *wanted = PyList_New(kept), *users = PyList_New(kept), *ips = PyList_New(kept);
+    PyObject *at = first_ignored < last_wanted ? PyList_New(kept) : Py_NewRef(Py_None), *out = NULL;
+    if (wanted == NULL || users == NULL || ips == NULL || at == NULL)
+        goto done;
+    for (Py_ssize_t i = 0, j = 0; i < n; i++) {
+        PyObject *row = PyList_GET_ITEM(events, i);
+        double t = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(row, 2));
+        if (t > newest)
+            newest = t;
+        if (PyTuple_GET_ITEM(row, 4) == Py_False && !evaluate_failures)
+            continue;
+        if (at != Py_None) {
+            PyObject *where = PyLong_FromSsize_t(i);
+            if (where == NULL)
+                goto done;
+            PyList_SET_ITEM(at, j, where);
+        }
+        PyList_SET_ITEM(wanted, j, Py_NewRef(row));
+        PyList_SET_ITEM(users, j, Py_NewRef(PyTuple_GET_ITEM(row, 0)));
+        PyList_SET_ITEM(ips, j, Py_NewRef(PyTuple_GET_ITEM(row, 1)));
+        j++;
+    }
+    out = Py_BuildValue("(OOdnOO)", wanted, at, newest, ignored, users, ips);
+done:
+    Py_XDECREF(wanted);
+    Py_XDECREF(users);
+    Py_XDECREF(ips);
+    Py_XDECREF(at);
+    return out;
+}
+
 /* count_into(counter, items): counter.update(items) for a batch's outcomes (engine.Engine.process):
    each item compared by identity with the few kinds met so far, where Counter.update hashed, looked up
    and stored each (460 instructions an item; a list.count of each kind, before, compared every item
@@ -3917,6 +3987,9 @@ static PyMethodDef methods[] = {
      "geographiclib Geodesic's own attributes."},
     {"geodesic_km", (PyCFunction)(void (*)(void))geodesic_km, METH_FASTCALL,
      "geodesic_km(lat1, lon1, lat2, lon2) -> float: geographiclib's Geodesic.Inverse(...)['s12'], bit for bit."},
+    {"select_signins", (PyCFunction)(void (*)(void))select_signins, METH_FASTCALL,
+     "select_signins(events, evaluate_failures, newest) -> (wanted, wanted_at, newest, ignored, users, ips) "
+     "| None: Engine.process's first loop, where no network is trusted."},
     {"count_into", (PyCFunction)(void (*)(void))count_into, METH_FASTCALL,
      "count_into(counter, items) -> None: as counter.update(items), for a list of a few kinds of item."},
     {"index_locations", (PyCFunction)(void (*)(void))index_locations, METH_FASTCALL,

@@ -92,6 +92,42 @@ def count_rejected(tally: Tally, reasons: Iterable[str]) -> None:
         tally.rejected_by_reason[reason_code(reason)] += 1
 
 
+Selected = tuple[list[tuple[Any, ...]], list[int] | None, float, int, list[str], list[str]]
+
+
+def select_signins(
+    events: list[SignIn],
+    evaluate_failures: bool,
+    newest: float,
+    trusted: TrustedNetworks,
+    by_result: Counter[str],
+) -> Selected:
+    """The sign-ins of a batch to evaluate (each a plain tuple of ``SignIn``'s fields), where each is in
+    ``events`` (None while that is where it is), the newest time from ``newest`` on, how many failures
+    were left out (unless ``evaluate_failures``), and the sign-ins' users and addresses. Those from
+    trusted networks are counted in ``by_result``. (``_speedups.select_signins`` is the twin, where no
+    network is trusted.)"""
+    wanted: list[tuple[Any, ...]] = []
+    wanted_at: list[int] | None = None
+    ignored = 0
+    any_trusted = bool(trusted)
+    for i, event in enumerate(events):
+        row: tuple[Any, ...] = event
+        if row[2] > newest:  # (2: time)
+            newest = row[2]
+        if not row[4] and not evaluate_failures:  # (4: success)
+            ignored += 1
+        elif any_trusted and trusted.contains(row[1]):  # (1: ip)
+            by_result["trusted"] += 1
+        else:
+            if wanted_at is not None:
+                wanted_at.append(i)
+            elif len(wanted) < i:
+                wanted_at = [*range(len(wanted)), i]
+            wanted.append(row)
+    return wanted, wanted_at, newest, ignored, [row[0] for row in wanted], [row[1] for row in wanted]
+
+
 @dataclass
 class BatchResult:
     """What a batch concluded, not yet applied: alerts, the new state of each account it touched, and
@@ -192,31 +228,24 @@ class Engine:
         # The sign-ins to evaluate, and where each was (the batch's addresses located in one call).
         # Each sign-in's fields by position (model.SignIn) in a plain tuple: compiled, an item of a tuple,
         # where an attribute (or an item of the named tuple) is a generic lookup.
-        wanted: list[tuple[Any, ...]] = []
-        wanted_at: list[int] | None = None  # where each of ``wanted`` is in ``events``, once they differ
-        any_trusted = bool(trusted)
-        for i, event in enumerate(events):
-            row: tuple[Any, ...] = event
-            if row[2] > newest:  # (2: time)
-                newest = row[2]
-            if not row[4] and not evaluate_failures:  # (4: success)
-                by_result["failure_ignored"] += 1
-            elif any_trusted and trusted.contains(row[1]):  # (1: ip)
-                by_result["trusted"] += 1
-            else:
-                if wanted_at is not None:
-                    wanted_at.append(i)
-                elif len(wanted) < i:
-                    wanted_at = [*range(len(wanted)), i]
-                wanted.append(row)
-        located = self.geo.locate_many([row[1] for row in wanted])  # (1: ip)
+        picked: Selected | None = None
+        if SPEEDUPS is not None and not trusted:
+            picked = SPEEDUPS.select_signins(events, evaluate_failures, newest)
+        if picked is None:
+            picked = select_signins(events, evaluate_failures, newest, trusted, by_result)
+        wanted: list[tuple[Any, ...]] = picked[0]
+        wanted_at: list[int] | None = picked[1]  # where each of ``wanted`` is in ``events``, once they differ
+        newest = picked[2]
+        if picked[3]:
+            by_result["failure_ignored"] += picked[3]
+        located = self.geo.locate_many(picked[5])
         # The batch's accounts as the store holds them, in one call (not one call a sign-in into the store);
         # applied at once, the store's own dict, changed in place.
         changes: dict[str, AccountState]
         if self.apply_at_once:
-            held = changes = cast(WorkingSet, store).working_set([row[0] for row in wanted])  # (0: user)
+            held = changes = cast(WorkingSet, store).working_set(picked[4])
         else:
-            held, changes = store.get_many({row[0] for row in wanted}), result.changes
+            held, changes = store.get_many(set(picked[4])), result.changes
         # Visits need locating again only once the resolver has taken another database than the first.
         relocate = self.geo.database is not self._first_database
         outcomes: list[str] = []  # (counted at the end: a Counter's += is a dozen calls)

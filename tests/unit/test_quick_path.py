@@ -258,3 +258,36 @@ def test_a_state_changed_in_place_is_tracked_as_a_new_one_would_be() -> None:
     store.delete("alice")
     gc.collect()
     assert gone() is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    plan=st.lists(
+        st.tuples(st.booleans(), st.floats(allow_nan=True, allow_infinity=True, width=32)), max_size=30
+    ),
+    evaluate_failures=st.booleans(),
+    newest=st.floats(allow_nan=False, width=32),
+)
+def test_select_signins_in_c_is_the_loop(
+    plan: list[tuple[bool, float]], evaluate_failures: bool, newest: float
+) -> None:
+    """``_speedups.select_signins`` picks, places and counts a batch's sign-ins as ``select_signins``
+    does (failures anywhere in the batch, times out of order, NaN), and leaves to it what it is not sure of."""
+    from collections import Counter
+
+    from detector.model import SPEEDUPS
+
+    if SPEEDUPS is None:
+        pytest.skip("detector._speedups is not built here (`make setup`)")
+    events = [SignIn(f"u{k % 3}", f"81.2.69.{k}", t, f"e{k}", ok) for k, (ok, t) in enumerate(plan)]
+    twin = engine_module.select_signins(
+        events, evaluate_failures, newest, engine_module.TrustedNetworks(), Counter()
+    )
+    ours = SPEEDUPS.select_signins(events, evaluate_failures, newest)
+    assert ours is not None
+    assert ours[:2] == twin[:2] and ours[3:] == twin[3:]
+    assert ours[2] == twin[2] or (ours[2] != ours[2] and twin[2] != twin[2])  # (the newest; NaN is not)
+    assert all(a is b for a, b in zip(ours[0], twin[0], strict=True))  # (the sign-ins themselves)
+    if events:  # a time that is not a float, a success that is not a bool, a row that is not a SignIn
+        for odd in (events[0]._replace(time=1), events[0]._replace(success=1), ("u", "81.2.69.1")):
+            assert SPEEDUPS.select_signins([*events, odd], evaluate_failures, newest) is None
