@@ -40,10 +40,13 @@ AUTO_MAX_WORKERS = 8
 # met at every batch (it collected one before handing out the next), and each waited for the other:
 # workers idle for 25-35% of a replay of the bench slice on two cores.
 IN_FLIGHT = 2
-# The main process's share of the accounts against a worker's (see ``owners``): 3 to 5, as measured on
-# the bench slice (the main process's reading and decoding took about 0.2 s of CPU, the engines 0.8 s).
-LOCAL_WEIGHT = 3
-WORKER_WEIGHT = 5
+# The main process's share of the accounts against a worker's (see ``owners``): 1 to 2. At 3 to 5 (chosen
+# on the bench slice alone) the worker waited for its parts 0.4-0.7 s of a 3.3-3.5 s replay of the
+# benchmark's 10^6 lines, against 0.1-0.2 s of 2.9-3.2 s at 1 to 2 (four alternating pairs, 1 to 2 faster
+# in each; the code before the worker's cheaper unpacking gave the same); the slice, median 0.84 s
+# against 0.91 s (16 pairs).
+LOCAL_WEIGHT = 1
+WORKER_WEIGHT = 2
 
 
 def available_cpus() -> int:

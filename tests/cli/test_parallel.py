@@ -321,9 +321,9 @@ def test_the_main_process_takes_fewer_accounts_than_a_worker() -> None:
     events = [SignIn(f"u{k}", "81.2.69.142", 1.7e9 + k, f"e{k}", True) for k in range(4000)]
     owned = parallel.owners(3)
     shares = parallel._shares(events, 3, owned)
-    assert [len(share) for share in shares] == pytest.approx(
-        [4000 * 3 / 13, 4000 * 5 / 13, 4000 * 5 / 13], rel=0.15
-    )
+    total = parallel.LOCAL_WEIGHT + 2 * parallel.WORKER_WEIGHT
+    expected = [parallel.LOCAL_WEIGHT, parallel.WORKER_WEIGHT, parallel.WORKER_WEIGHT]
+    assert [len(share) for share in shares] == pytest.approx([4000 * w / total for w in expected], rel=0.15)
     for k, share in enumerate(shares):
         assert all(owned[hash(events[i].user) % len(owned)] == k for i in share)
         part = parallel._split(events, 3, owned)[0][k]
