@@ -196,7 +196,7 @@ def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins(
                 assert back == [batch[i] for i in share]
                 assert all(type(e) is SignIn and type(e.time) is float for e in back)
                 # (packed, each user's str hash comes along: it must be the one this process works out)
-                assert [hash(e.user) for e in back] == [hash(str(batch[i].user)) for i in share]
+                assert [hash(e.user) for e in back] == [hash(batch[i].user) for i in share]
             assert sorted(i for share in shares for i in share) == list(range(len(batch)))
             owners = {batch[i].user: k for k, share in enumerate(shares) for i in share}
             assert all(owners[batch[i].user] == k for k, share in enumerate(shares) for i in share)
@@ -209,7 +209,7 @@ def test_a_batch_goes_down_the_pipe_and_comes_back_the_same_sign_ins(
         at = 8 + 1 + 3 * 4  # (the first sign-in's hash: after its time, flags and three lengths)
         other = blob[:at] + bytes(b ^ 0xFF for b in blob[at : at + 8]) + blob[at + 8 :]
         back = SPEEDUPS.unpack_signins(other, special, SignIn)
-        assert back == plain and [hash(e.user) for e in back] == [hash(str(e.user)) for e in plain]
+        assert back == plain and [hash(e.user) for e in back] == [hash(e.user) for e in plain]
 
 
 class _Echo:
