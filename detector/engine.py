@@ -233,19 +233,18 @@ class Engine:
             picked = SPEEDUPS.select_signins(events, evaluate_failures, newest)
         if picked is None:
             picked = select_signins(events, evaluate_failures, newest, trusted, by_result)
-        wanted: list[tuple[Any, ...]] = picked[0]
-        wanted_at: list[int] | None = picked[1]  # where each of ``wanted`` is in ``events``, once they differ
-        newest = picked[2]
-        if picked[3]:
-            by_result["failure_ignored"] += picked[3]
-        located = self.geo.locate_many(picked[5])
+        # (``wanted_at``: where each of ``wanted`` is in ``events``, once they differ)
+        wanted, wanted_at, newest, ignored, users, ips = picked
+        if ignored:
+            by_result["failure_ignored"] += ignored
+        located = self.geo.locate_many(ips)
         # The batch's accounts as the store holds them, in one call (not one call a sign-in into the store);
         # applied at once, the store's own dict, changed in place.
         changes: dict[str, AccountState]
         if self.apply_at_once:
-            held = changes = cast(WorkingSet, store).working_set(picked[4])
+            held = changes = cast(WorkingSet, store).working_set(users)
         else:
-            held, changes = store.get_many(set(picked[4])), result.changes
+            held, changes = store.get_many(set(users)), result.changes
         # Visits need locating again only once the resolver has taken another database than the first.
         relocate = self.geo.database is not self._first_database
         outcomes: list[str] = []  # (counted at the end: a Counter's += is a dozen calls)

@@ -656,17 +656,20 @@ class GeoIP:
                     found[k] = cached[ips[k]]
                 return found
             ready = dict(zip(unique, self._walked(unique), strict=True))
-            # ``locate`` of each, less the lookup it would repeat (in a big dict, a new address)
-            stats = self.stats
+            # ``locate`` of each, less the lookup it would repeat (in a big dict, a new address); a new
+            # address met twice in the batch is not in ``ready`` the second time (then a hit)
             for k in new:
                 ip = ips[k]
-                walked: Any = ready.pop(ip, miss)
-                if walked is miss:  # a new address met twice in the batch (the second time, a hit),
-                    found[k] = self.locate(ip)  # or one the walk left
-                    continue
-                stats.misses += 1
-                found[k] = self._remember(ip, walked)
+                found[k] = self._take_walked(ip, ready.pop(ip, miss))
         return found
+
+    def _take_walked(self, ip: str, walked: Any) -> Location | None:
+        """A new address's location as ``_walked`` found it, counted and cached as ``locate`` would;
+        ``locate`` itself for one the walk left (``_MISS``)."""
+        if walked is _MISS:
+            return self.locate(ip)
+        self.stats.misses += 1
+        return self._remember(ip, walked)
 
     def _place_new(self, ips: list[str]) -> bool:
         """Where compiled, with the record index, no ASN database, and room in the address cache for
@@ -694,12 +697,8 @@ class GeoIP:
         stats.index_hits += len(ips) - len(left)
         if left:
             others = [ips[k] for k in left]
-            for ip, location in zip(others, self._walked(others), strict=True):
-                if location is _MISS:
-                    self.locate(ip)  # (counted there)
-                else:
-                    stats.misses += 1
-                    cached[ip] = location
+            for ip, walked in zip(others, self._walked(others), strict=True):
+                self._take_walked(ip, walked)  # (the cache has room: nothing evicted)
         self._bound_record_caches()
         return True
 
