@@ -1596,11 +1596,12 @@ def memory_child(accounts: int, db: str) -> dict[str, Any]:
     import numpy as np
 
     from bench.generate import _member, pool, user_name, uuid_ids
-    from detector.app import build_engine
+    from detector.app import build_engine, use_huge_pages
     from detector.config import resolve
     from detector.model import SignIn
 
     settings = resolve({"geoip_db": db}, environ={}, command="run")
+    use_huge_pages(settings)  # (as the command line does)
     engine = build_engine(settings)
     p = pool(db)
     texts = p.texts()

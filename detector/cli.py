@@ -19,7 +19,7 @@ from typing import Any, NoReturn
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from detector import __version__, logs
-from detector.config import OPTIONS, add_flags, describe, resolve
+from detector.config import DETECT, OPTIONS, add_flags, describe, resolve
 from detector.errors import BrokerError, ConfigError, DetectorError, GeoDatabaseError, SourceError
 
 PROG = "impossible-travel"
@@ -263,6 +263,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(describe(settings), indent=2, default=str))
         return 0
     logs.setup(settings.log_level, settings.log_format)
+    if args.command in DETECT:
+        from detector.app import use_huge_pages
+
+        use_huge_pages(settings)
     try:
         if args.command == "replay":
             return _replay(settings, args)

@@ -455,6 +455,15 @@ OPTIONS: tuple[Option, ...] = (
         command_defaults={"replay": "auto"},
     ),
     Option(
+        "huge_pages",
+        boolean,
+        True,
+        "keep the account states in 2 MiB memory pages (transparent huge pages, asked for by madvise): "
+        "fewer address translations missed, a replay up to a tenth faster; false keeps 4 KiB pages",
+        "BOOL",
+        commands=DETECT,
+    ),
+    Option(
         "batch_size",
         number(1, 1 << 20, True),
         8192,
