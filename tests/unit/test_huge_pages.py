@@ -58,6 +58,9 @@ def _probe(huge_pages: str) -> dict[str, int]:
 
 
 @pytest.mark.skipif(SPEEDUPS is None, reason="detector/_speedups.c is not built (make setup)")
+@pytest.mark.skipif(
+    not Path("/sys/kernel/mm/transparent_hugepage").is_dir(), reason="a kernel without transparent huge pages"
+)
 def test_the_objects_made_after_it_lie_in_memory_marked_for_huge_pages() -> None:
     on = _probe("true")
     assert on["took"] is True
