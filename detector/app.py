@@ -95,9 +95,8 @@ def open_geoip(settings: Any) -> GeoIP:
 
 def use_huge_pages(settings: Any) -> bool:
     """With ``settings.huge_pages``, the small objects made from now on (the account states among
-    them) go in 2 MiB pages (``_speedups.huge_arenas``). A replay's states are millions of objects over
-    hundreds of MiB, and it spends most of its time waiting on fetching them; with 4 KiB pages nearly
-    each fetch also misses the processor's cache of address translations. True when it took effect."""
+    them) go in 2 MiB pages: ``_speedups.huge_arenas``, whose comment says why. True when it took
+    effect (False where the C module is not built)."""
     return bool(settings.huge_pages and SPEEDUPS is not None and SPEEDUPS.huge_arenas())
 
 
